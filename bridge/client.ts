@@ -1,0 +1,361 @@
+/**
+ * A protocol client that speaks exactly what the EA speaks (docs/protocol.md): CHALLENGE →
+ * HELLO with the HMAC proof → HELLO_ACK → SYMBOLS → TICKS within credit, HEARTBEATs, ACK and
+ * RESEND handling, reconnect with capped exponential backoff and jitter, resending what was
+ * not ACKed. It never writes while the socket buffer is full (the Node equivalent of an EA
+ * that must not block in SocketSend). Capture runs through `TickCapture`, like the EA's timer.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { helloProof } from '../codecs/auth.js';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { encodeFrame, FrameDecoder, MessageType } from '../codecs/frame.js';
+import * as msg from '../codecs/messages.js';
+import { ArrayHistory, TickCapture } from './capture.js';
+
+/** One symbol's terminal history, in broker server time, ascending. */
+export interface SimSymbol {
+  name: string;
+  digits: number;
+  times: Float64Array;
+  bid: Float64Array;
+  ask: Float64Array;
+  last: Float64Array;
+  volume: Float64Array;
+  volumeReal: Float64Array;
+  flags: Uint32Array;
+}
+
+export interface ClientOptions {
+  host: string;
+  port: number;
+  source: string;
+  secret: string;
+  symbols: SimSymbol[];
+  structSize: 60 | 52;
+  terminalBuild: number;
+  /** Server-time offset to report in HELLO/HEARTBEAT (serverNow − gmtNow), ms. */
+  serverOffsetMs: (utcMs: number) => number;
+  /** The terminal clock the capture polls up to (server ms); Infinity = everything now. */
+  now: () => number;
+  maxBufferedTicks: number;
+  pollIntervalMs: number;
+  tls?: { ca?: string | Buffer; rejectUnauthorized: boolean };
+  /** Drop all memory (an EA restart) after this many ticks are ACKed, once. */
+  restartAfterAcked?: number;
+  onProgress?: (s: ClientStats) => void;
+}
+
+export interface ClientStats {
+  captured: number;
+  sent: number;
+  resent: number;
+  acked: number;
+  reconnects: number;
+  restarts: number;
+  lastAckedSeq: number;
+  lastError: string;
+}
+
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+export class BridgeClient {
+  readonly #o: ClientOptions;
+  #capture: TickCapture;
+  /** An EA starts with no memory: its first HELLO_ACK says where it stands. */
+  #amnesia = true;
+  #socket: net.Socket | null = null;
+  #creditLimit = 0;
+  #nextSend = 1;
+  #maxTicksPerFrame = 16384;
+  #heartbeatMs = 1000;
+  #stopped = false;
+  #ready = false;
+  #writable = true;
+  #backoff = BACKOFF_MIN_MS;
+  #pollTimer: NodeJS.Timeout | null = null;
+  #heartbeatTimer: NodeJS.Timeout | null = null;
+  #done: { resolve: (s: ClientStats) => void; reject: (e: Error) => void } | null = null;
+  readonly stats: ClientStats = {
+    captured: 0,
+    sent: 0,
+    resent: 0,
+    acked: 0,
+    reconnects: 0,
+    restarts: 0,
+    lastAckedSeq: 0,
+    lastError: '',
+  };
+  readonly #total: number;
+  #highestSent = 0;
+  /** nextSeq of the first HELLO_ACK: this run's ticks are numbered from here. */
+  #firstSeq = 0;
+
+  constructor(options: ClientOptions) {
+    this.#o = options;
+    this.#capture = this.#newCapture();
+    this.#total = options.symbols.reduce((n, s) => n + s.times.length, 0);
+  }
+
+  /** Runs until every tick of every symbol is captured and ACKed (or `stop`). */
+  run(): Promise<ClientStats> {
+    return new Promise((resolve, reject) => {
+      this.#done = { resolve, reject };
+      this.#connect();
+      this.#pollTimer = setInterval(() => this.#tick(), this.#o.pollIntervalMs);
+    });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#cleanup();
+    this.#done?.resolve(this.stats);
+  }
+
+  #newCapture(): TickCapture {
+    return new TickCapture(
+      this.#o.symbols.map((s) => s.name),
+      this.#o.symbols.map((s) => new ArrayHistory(s.times)),
+      this.#o.maxBufferedTicks,
+    );
+  }
+
+  #cleanup(): void {
+    if (this.#pollTimer) clearInterval(this.#pollTimer);
+    if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+    this.#socket?.destroy();
+  }
+
+  #connect(): void {
+    if (this.#stopped) return;
+    this.#ready = false;
+    const decoder = new FrameDecoder(64 << 20);
+    const socket = this.#o.tls
+      ? tls.connect({ host: this.#o.host, port: this.#o.port, ...this.#o.tls, servername: 'localhost' })
+      : net.connect({ host: this.#o.host, port: this.#o.port });
+    socket.setNoDelay(true);
+    this.#socket = socket;
+    this.#writable = true;
+    socket.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      for (let f = decoder.next(); f !== null; f = decoder.next()) {
+        if (f instanceof TickstreamError) {
+          this.stats.lastError = f.message;
+          socket.destroy();
+          return;
+        }
+        this.#onFrame(socket, f.type, f.payload);
+      }
+    });
+    socket.on('drain', () => {
+      this.#writable = true;
+      this.#pump();
+    });
+    socket.on('error', (err) => {
+      this.stats.lastError = err.message;
+    });
+    socket.on('close', () => {
+      if (this.#socket !== socket) return;
+      this.#ready = false;
+      if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+      if (this.#stopped) return;
+      this.stats.reconnects++;
+      const delay = this.#backoff * (0.5 + Math.random());
+      this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX_MS);
+      setTimeout(() => this.#connect(), delay);
+    });
+  }
+
+  #send(socket: net.Socket, type: MessageType, payload: Uint8Array): void {
+    if (!socket.write(encodeFrame(type, payload))) this.#writable = false;
+  }
+
+  #onFrame(socket: net.Socket, type: number, payload: Uint8Array): void {
+    switch (type) {
+      case MessageType.CHALLENGE: {
+        const c = msg.decodeChallenge(payload);
+        if (c instanceof TickstreamError) return void socket.destroy();
+        const gmt = Date.now();
+        this.#send(
+          socket,
+          MessageType.HELLO,
+          msg.encodeHello({
+            source: this.#o.source,
+            structSize: this.#o.structSize,
+            terminalBuild: this.#o.terminalBuild,
+            serverTimeMs: gmt + this.#o.serverOffsetMs(gmt),
+            gmtTimeMs: gmt,
+            symbols: this.#o.symbols.map((s) => s.name),
+            proof: helloProof(this.#o.secret, c.nonce, this.#o.source),
+          }),
+        );
+        return;
+      }
+      case MessageType.HELLO_ACK: {
+        const a = msg.decodeHelloAck(payload);
+        if (a instanceof TickstreamError) return void socket.destroy();
+        this.#capture.resume(a.nextSeq, a.cursors, this.#amnesia);
+        this.#amnesia = false;
+        this.stats.lastAckedSeq = Math.max(this.stats.lastAckedSeq, a.nextSeq - 1);
+        this.#firstSeq ||= a.nextSeq;
+        // Everything buffered from nextSeq on goes again (counted as resent).
+        this.#nextSend = a.nextSeq;
+        this.#creditLimit = a.creditLimit;
+        this.#maxTicksPerFrame = a.maxTicksPerFrame;
+        this.#heartbeatMs = a.heartbeatIntervalMs;
+        this.#backoff = BACKOFF_MIN_MS;
+        this.#send(
+          socket,
+          MessageType.SYMBOLS,
+          msg.encodeSymbols(this.#o.symbols.map((s, i) => ({ id: i + 1, digits: s.digits, name: s.name }))),
+        );
+        this.#ready = true;
+        if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+        this.#heartbeatTimer = setInterval(() => {
+          const gmt = Date.now();
+          if (this.#ready)
+            this.#send(
+              socket,
+              MessageType.HEARTBEAT,
+              msg.encodeHeartbeat({ serverTimeMs: gmt + this.#o.serverOffsetMs(gmt), gmtTimeMs: gmt }),
+            );
+        }, this.#heartbeatMs);
+        this.#pump();
+        return;
+      }
+      case MessageType.ACK: {
+        const a = msg.decodeAck(payload);
+        if (a instanceof TickstreamError) return void socket.destroy();
+        if (a.ackedSeq > this.stats.lastAckedSeq) {
+          this.stats.lastAckedSeq = a.ackedSeq;
+          this.stats.acked = a.ackedSeq - this.#firstSeq + 1;
+        }
+        this.#capture.ack(a.ackedSeq);
+        this.#creditLimit = Math.max(this.#creditLimit, a.creditLimit);
+        this.#maybeRestart(socket);
+        this.#pump();
+        this.#checkDone();
+        return;
+      }
+      case MessageType.RESEND: {
+        const from = msg.decodeResend(payload);
+        if (typeof from === 'number' && from >= this.#capture.bufferStart) this.#nextSend = from;
+        this.#pump();
+        return;
+      }
+      case MessageType.ERROR: {
+        const e = msg.decodeError(payload);
+        if (!(e instanceof TickstreamError)) {
+          this.stats.lastError = `${e.code}: ${e.message}`;
+          // A person must fix these: retrying cannot help.
+          if (e.code === ErrorCode.AUTH || e.code === ErrorCode.STRUCT_SIZE) {
+            this.#stopped = true;
+            this.#cleanup();
+            this.#done?.reject(new TickstreamError(e.code, `the bridge refused this source: ${e.message}`));
+          }
+        }
+        return;
+      }
+      case MessageType.BYE:
+        socket.end();
+        return;
+    }
+  }
+
+  /** EA restart with an empty memory: forget everything, reconnect, resume from HELLO_ACK. */
+  #maybeRestart(socket: net.Socket): void {
+    const after = this.#o.restartAfterAcked;
+    if (after === undefined || this.stats.restarts > 0 || this.stats.lastAckedSeq < after) return;
+    this.stats.restarts++;
+    this.#capture = this.#newCapture();
+    this.#amnesia = true;
+    this.#ready = false;
+    socket.destroy();
+  }
+
+  #tick(): void {
+    // An EA without memory does not capture before HELLO_ACK tells it where it stands.
+    if (!this.#amnesia && this.#capture.buffered < this.#o.maxBufferedTicks) {
+      this.stats.captured += this.#capture.poll(this.#o.now());
+    }
+    this.#pump();
+    this.#o.onProgress?.(this.stats);
+    this.#checkDone();
+  }
+
+  /** Sends buffered ticks from #nextSend while credit, socket room and frame limits allow. */
+  #pump(): void {
+    const socket = this.#socket;
+    if (!socket || !this.#ready) return;
+    if (this.#capture.buffered < this.#o.maxBufferedTicks)
+      this.stats.captured += this.#capture.poll(this.#o.now());
+    while (this.#writable && this.#nextSend < this.#capture.nextSeq && this.#nextSend < this.#creditLimit) {
+      const first = this.#nextSend;
+      const { symbol } = this.#capture.at(first);
+      let n = 1;
+      const max = Math.min(this.#maxTicksPerFrame, this.#creditLimit - first, this.#capture.nextSeq - first);
+      while (n < max && this.#capture.at(first + n).symbol === symbol) n++;
+      this.#send(
+        socket,
+        MessageType.TICKS,
+        msg.encodeTicks({ symbolId: symbol + 1, firstSeq: first, count: n }, this.#structs(first, n)),
+      );
+      this.stats.sent += n;
+      if (first <= this.#highestSent) this.stats.resent += Math.min(n, this.#highestSent - first + 1);
+      this.#highestSent = Math.max(this.#highestSent, first + n - 1);
+      this.#nextSend = first + n;
+    }
+  }
+
+  #structs(first: number, n: number): Buffer {
+    const size = this.#o.structSize;
+    const out = Buffer.allocUnsafe(n * size);
+    for (let k = 0, o = 0; k < n; k++, o += size) {
+      const { symbol, index } = this.#capture.at(first + k);
+      const s = this.#o.symbols[symbol] as SimSymbol;
+      const msc = s.times[index] as number;
+      out.writeBigInt64LE(BigInt(Math.floor(msc / 1000)), o);
+      out.writeDoubleLE(s.bid[index] as number, o + 8);
+      out.writeDoubleLE(s.ask[index] as number, o + 16);
+      out.writeDoubleLE(s.last[index] as number, o + 24);
+      const vol = s.volume[index] as number;
+      out.writeUInt32LE(vol % 2 ** 32, o + 32);
+      out.writeUInt32LE(Math.floor(vol / 2 ** 32), o + 36);
+      const hi = Math.floor(msc / 2 ** 32);
+      out.writeUInt32LE(msc - hi * 2 ** 32, o + 40);
+      out.writeInt32LE(hi, o + 44);
+      out.writeUInt32LE(s.flags[index] as number, o + 48);
+      if (size === 60) out.writeDoubleLE(s.volumeReal[index] as number, o + 52);
+    }
+    return out;
+  }
+
+  #checkDone(): void {
+    if (this.#stopped || this.#amnesia) return;
+    const allCaptured = this.#capture.cursors.every((c, k) => {
+      const s = this.#o.symbols[k] as SimSymbol;
+      return (
+        s.times.length === 0 ||
+        (c.lastMsc === s.times[s.times.length - 1] && this.#countAtEnd(s) === c.countAtMsc)
+      );
+    });
+    if (allCaptured && this.#capture.buffered === 0 && this.stats.lastAckedSeq >= this.#capture.nextSeq - 1) {
+      this.#stopped = true;
+      if (this.#socket) this.#send(this.#socket, MessageType.BYE, msg.encodeBye('done'));
+      this.#cleanup();
+      this.#done?.resolve(this.stats);
+    }
+  }
+
+  #countAtEnd(s: SimSymbol): number {
+    const last = s.times[s.times.length - 1];
+    let n = 0;
+    for (let i = s.times.length - 1; i >= 0 && s.times[i] === last; i--) n++;
+    return n;
+  }
+
+  get total(): number {
+    return this.#total;
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * `tickstream sim`: a simulated terminal + EA. Its "terminal history" is an MT5 export, a
+ * Dukascopy/HistData/TrueFX CSV or a seeded synthetic stream; it polls that history like the
+ * EA's timer (TickCapture) and streams it to the bridge with BridgeClient — the same
+ * handshake, credit, ACK, RESEND, reconnect and resume paths a real EA takes.
+ */
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { createServerClock } from '../codecs/server-clock.js';
+import { parseTickFile, TICK_FILE_FORMATS, type TickFileFormat } from '../codecs/tick-file.js';
+import { parseArgs } from './args.js';
+import { BridgeClient, type ClientStats, type SimSymbol } from './client.js';
+
+export interface SimOptions {
+  host: string;
+  port: number;
+  source: string;
+  secret: string;
+  symbols: SimSymbol[];
+  /** Server clock rule of the simulated terminal (for HELLO/HEARTBEAT and UTC-based files). */
+  serverTz: string;
+  /** 'max', or a multiple of recorded speed. */
+  speed: number | 'max';
+  structSize: 60 | 52;
+  maxBufferedTicks: number;
+  tls?: { ca?: string; rejectUnauthorized: boolean };
+  restartAfterAcked?: number;
+  onProgress?: (s: ClientStats, total: number) => void;
+}
+
+export interface SimSummary extends ClientStats {
+  total: number;
+  elapsedS: number;
+  ticksPerS: number;
+}
+
+/** Reads a tick file into one symbol's history in server time. */
+export function symbolFromFile(
+  path: string,
+  options: { format?: TickFileFormat; symbol?: string; serverTz: string },
+): SimSymbol {
+  const file = parseTickFile(readFileSync(path), options.format ? { format: options.format } : {});
+  const clock = createServerClock(options.serverTz);
+  const times =
+    file.timeBasis === 'server'
+      ? file.timeMsc.subarray(0, file.length)
+      : file.timeMsc.subarray(0, file.length).map((t) => clock.toServer(t));
+  // An export has no symbol in it: take the file name's first all-capitals part (EURUSD_…).
+  const parts = basename(path).split(/[_.\s-]+/);
+  const name = options.symbol ?? parts.find((p) => /^[A-Z][A-Z0-9]{2,}$/.test(p)) ?? parts[0] ?? 'SYMBOL';
+  return {
+    name,
+    digits: 5,
+    times,
+    bid: file.bid.subarray(0, file.length),
+    ask: file.ask.subarray(0, file.length),
+    last: file.last.subarray(0, file.length),
+    volume: file.volume.subarray(0, file.length),
+    volumeReal: file.volumeReal.subarray(0, file.length),
+    flags: file.flags.subarray(0, file.length),
+  };
+}
+
+/** A seeded random walk: `symbols` symbols, `rate` ticks/s in all, `durationS` seconds of history. */
+export function syntheticSymbols(
+  symbols: number,
+  rate: number,
+  durationS: number,
+  seed: number,
+  startMs: number,
+): SimSymbol[] {
+  let s = seed >>> 0 || 1;
+  const random = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const perSymbol = Math.max(1, Math.round((rate * durationS) / symbols));
+  const stepMs = (durationS * 1000) / perSymbol;
+  return Array.from({ length: symbols }, (_, k) => {
+    const n = perSymbol;
+    const sym: SimSymbol = {
+      name: `SYN${String(k + 1).padStart(3, '0')}`,
+      digits: 5,
+      times: new Float64Array(n),
+      bid: new Float64Array(n),
+      ask: new Float64Array(n),
+      last: new Float64Array(n),
+      volume: new Float64Array(n),
+      volumeReal: new Float64Array(n),
+      flags: new Uint32Array(n),
+    };
+    let price = 1 + k / 10;
+    for (let i = 0; i < n; i++) {
+      // Several ticks in one millisecond now and then, as real feeds have.
+      sym.times[i] = Math.floor(startMs + i * stepMs);
+      const move = (random() - 0.5) * 1e-4;
+      price = Math.max(1e-4, price + move);
+      sym.bid[i] = Math.round(price * 1e5) / 1e5;
+      sym.ask[i] = Math.round((price + 1e-4 + random() * 1e-4) * 1e5) / 1e5;
+      sym.flags[i] = move >= 0 ? 6 : 2;
+    }
+    return sym;
+  });
+}
+
+export async function runSim(o: SimOptions): Promise<SimSummary> {
+  const clock = createServerClock(o.serverTz);
+  const first = Math.min(
+    ...o.symbols.map((s) => (s.times.length ? (s.times[0] as number) : Number.POSITIVE_INFINITY)),
+  );
+  const started = Date.now();
+  const client = new BridgeClient({
+    host: o.host,
+    port: o.port,
+    source: o.source,
+    secret: o.secret,
+    symbols: o.symbols,
+    structSize: o.structSize,
+    terminalBuild: 4755,
+    serverOffsetMs: (utc) => clock.offsetAt(utc),
+    now:
+      o.speed === 'max'
+        ? () => Number.POSITIVE_INFINITY
+        : () => first + (Date.now() - started) * (o.speed as number),
+    maxBufferedTicks: o.maxBufferedTicks,
+    pollIntervalMs: 10,
+    ...(o.tls ? { tls: o.tls } : {}),
+    ...(o.restartAfterAcked !== undefined ? { restartAfterAcked: o.restartAfterAcked } : {}),
+    onProgress: (s) => o.onProgress?.(s, client.total),
+  });
+  const stats = await client.run();
+  const elapsedS = (Date.now() - started) / 1000;
+  return { ...stats, total: client.total, elapsedS, ticksPerS: stats.sent / Math.max(elapsedS, 1e-3) };
+}
+
+const HELP = `usage: tickstream sim [--file PATH [--format mt5|dukascopy|histdata|truefx] [--symbol NAME]]
+                     [--synthetic --symbols N --rate TICKS_PER_S --duration S --seed K]
+                     [--source ID] [--server-tz ZONE | --server-utc-offset HOURS] [--speed max|N]
+                     [--host H] [--port P] [--secret S] [--struct-size 60|52] [--tls [--ca FILE] [--insecure]]
+                     [--restart-after N] [--progress] [--dry-run]`;
+
+/** The CLI entry; returns the exit code. */
+export async function simMain(argv: string[]): Promise<number> {
+  const { flags } = parseArgs(argv, new Set(['synthetic', 'dry-run', 'progress', 'tls', 'insecure', 'help']));
+  if (flags['help']) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const serverTz =
+    flags['server-utc-offset'] !== undefined
+      ? `${Number(flags['server-utc-offset']) >= 0 ? '+' : ''}${flags['server-utc-offset']}`
+      : (flags['server-tz'] ?? 'UTC');
+  const clock = createServerClock(serverTz);
+  let symbols: SimSymbol[];
+  if (flags['file']) {
+    const format = flags['format'] as TickFileFormat | undefined;
+    if (format && !TICK_FILE_FORMATS.includes(format))
+      throw new TickstreamError(ErrorCode.CONFIG, `--format must be one of ${TICK_FILE_FORMATS.join(', ')}`);
+    symbols = [
+      symbolFromFile(flags['file'], {
+        serverTz,
+        ...(format ? { format } : {}),
+        ...(flags['symbol'] ? { symbol: flags['symbol'] } : {}),
+      }),
+    ];
+  } else if (flags['synthetic']) {
+    const n = Number(flags['symbols'] ?? 10);
+    const rate = Number(flags['rate'] ?? 1000);
+    const duration = Number(flags['duration'] ?? 10);
+    symbols = syntheticSymbols(n, rate, duration, Number(flags['seed'] ?? 1), clock.toServer(Date.now()));
+  } else {
+    process.stderr.write(`tickstream sim: give --file PATH or --synthetic\n${HELP}\n`);
+    return 2;
+  }
+  const total = symbols.reduce((n, s) => n + s.times.length, 0);
+  if (flags['dry-run']) {
+    let lo = Number.POSITIVE_INFINITY;
+    let hi = Number.NEGATIVE_INFINITY;
+    for (const s of symbols) {
+      if (!s.times.length) continue;
+      lo = Math.min(lo, clock.toUtc(s.times[0] as number));
+      hi = Math.max(hi, clock.toUtc(s.times[s.times.length - 1] as number));
+    }
+    process.stdout.write(
+      `${total} ticks in ${symbols.length} symbol(s) (${symbols.map((s) => s.name).join(', ')}), UTC ${new Date(lo).toISOString()} … ${new Date(hi).toISOString()} (server time ${serverTz})\n`,
+    );
+    return 0;
+  }
+  const speed = (flags['speed'] ?? 'max') === 'max' ? 'max' : Number(flags['speed']);
+  if (speed !== 'max' && !(speed > 0))
+    throw new TickstreamError(ErrorCode.CONFIG, '--speed must be max or a positive number');
+  const progress = flags['progress'] === 'true' || process.stderr.isTTY;
+  let lastDraw = 0;
+  const summary = await runSim({
+    host: flags['host'] ?? '127.0.0.1',
+    port: Number(flags['port'] ?? 5555),
+    source: flags['source'] ?? 'sim',
+    secret: flags['secret'] ?? '',
+    symbols,
+    serverTz,
+    speed,
+    structSize: flags['struct-size'] === '52' ? 52 : 60,
+    maxBufferedTicks: Number(flags['buffer'] ?? 200_000),
+    ...(flags['tls']
+      ? {
+          tls: {
+            ...(flags['ca'] ? { ca: readFileSync(flags['ca'], 'utf8') } : {}),
+            rejectUnauthorized: !flags['insecure'],
+          },
+        }
+      : {}),
+    ...(flags['restart-after'] ? { restartAfterAcked: Number(flags['restart-after']) } : {}),
+    onProgress: (s, t) => {
+      if (!progress || Date.now() - lastDraw < 200) return;
+      lastDraw = Date.now();
+      const width = 30;
+      const done = Math.min(width, Math.round((s.lastAckedSeq / Math.max(t, 1)) * width));
+      process.stderr.write(
+        `\r[${'#'.repeat(done)}${'.'.repeat(width - done)}] sent ${s.sent} acked ${s.lastAckedSeq}/${t} reconnects ${s.reconnects}   `,
+      );
+    },
+  });
+  if (progress) process.stderr.write('\n');
+  process.stdout.write(
+    `sim ${flags['source'] ?? 'sim'}: ${summary.total} ticks captured and ACKed in ${summary.elapsedS.toFixed(1)} s (${Math.round(summary.ticksPerS)} ticks/s sent), ` +
+      `sent ${summary.sent}, resent ${summary.resent}, reconnects ${summary.reconnects}, restarts ${summary.restarts}, last ACK seq ${summary.lastAckedSeq}\n`,
+  );
+  return 0;
+}
