@@ -1,0 +1,446 @@
+/**
+ * The Kafka journal: a transactional producer (librdkafka through @confluentinc/kafka-javascript)
+ * that commits tick records, closed bars and the sources' resume state together. An append's
+ * promise resolves only once the transaction holding it has committed — the bridge ACKs ticks
+ * to EAs on that, never earlier.
+ *
+ * - One `transactional.id` per bridge instance: a restarted bridge fences the old one, whose
+ *   pending transaction is aborted by the broker.
+ * - Appends gather for `transactionIntervalMs` (or `maxTransactionRecords`), then go out in one
+ *   transaction; one transaction is in flight at a time, the next one gathers meanwhile.
+ * - A failed transaction is aborted and retried with the same content, with backoff, for as
+ *   long as the error is not fatal: nothing accepted is lost, and aborted records are invisible
+ *   to `read_committed` readers, so nothing is duplicated. While that goes on `ready` is false
+ *   and `hasRoom()` turns false once `maxQueuedBytes` are waiting: the bridge stops granting
+ *   credit, and sources hold their ticks.
+ * - Fenced or fatal (another instance took the transactional.id, or the producer state is
+ *   broken): every pending append is rejected with ERR_KAFKA; the process must restart.
+ * - No delivery reports: a committed transaction already means every record in it is stored,
+ *   so the event loop is not woken per record.
+ * - Records of one source share its key and partition (`murmur2_random`, as Java clients), so
+ *   per-source order holds.
+ */
+import RdKafka from '@confluentinc/kafka-javascript';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+
+export interface JournalRecord {
+  key: string;
+  value: Uint8Array;
+  headers?: Record<string, string>;
+}
+export interface SymbolCursor {
+  lastMsc: number;
+  countAtMsc: number;
+}
+export interface SourceState {
+  source: string;
+  nextSeq: number;
+  cursors: Record<string, SymbolCursor>;
+  updatedAtMs: number;
+}
+export interface JournalEntry {
+  ticks: JournalRecord[];
+  bars: JournalRecord[];
+  states: SourceState[];
+}
+
+export interface JournalOptions {
+  brokers: string;
+  transactionalId: string;
+  ticksTopic: string;
+  barsTopic: string;
+  sourcesTopic: string;
+  partitions: number;
+  retentionMs: number;
+  transactionIntervalMs: number;
+  maxTransactionRecords: number;
+  maxQueuedBytes: number;
+  registry: Registry;
+  logger: Logger;
+  /** Fault injection for tests: called at 'journal-mid-transaction' and 'journal-during-abort'. */
+  crashPoint?: (name: string) => void;
+  librdkafka?: Record<string, string | number | boolean>;
+}
+
+interface Pending {
+  entry: JournalEntry;
+  bytes: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+type KafkaError = Error & {
+  code?: number;
+  isFatal?: boolean;
+  isRetriable?: boolean;
+  isTxnRequiresAbort?: boolean;
+};
+
+const TXN_TIMEOUT_MS = 30_000;
+const CALL_TIMEOUT_MS = 10_000;
+const FENCED_CODES = new Set([
+  RdKafka.CODES.ERRORS.ERR__FENCED,
+  RdKafka.CODES.ERRORS.ERR_PRODUCER_FENCED,
+  RdKafka.CODES.ERRORS.ERR_INVALID_PRODUCER_EPOCH,
+]);
+
+export class KafkaJournal {
+  readonly #o: JournalOptions;
+  readonly #producer: RdKafka.Producer;
+  #queue: Pending[] = [];
+  #queuedBytes = 0;
+  #running = false;
+  #timer: NodeJS.Timeout | null = null;
+  #ready = false;
+  #dead: TickstreamError | null = null;
+  #closing = false;
+  readonly #m;
+
+  constructor(options: JournalOptions) {
+    this.#o = options;
+    const config: Record<string, string | number | boolean> = {
+      'metadata.broker.list': options.brokers,
+      'transactional.id': options.transactionalId,
+      'transaction.timeout.ms': TXN_TIMEOUT_MS,
+      'enable.idempotence': true,
+      acks: 'all',
+      partitioner: 'murmur2_random',
+      // Records are already batches of ticks: a short linger lets one transaction's records
+      // share produce requests without adding to the commit latency that ACKs wait for.
+      'linger.ms': 2,
+      'batch.size': 1_000_000,
+      'message.max.bytes': 8_000_000,
+      'queue.buffering.max.kbytes': 1_048_576,
+      'queue.buffering.max.messages': 1_000_000,
+      'compression.type': 'lz4',
+      'socket.keepalive.enable': true,
+      ...options.librdkafka,
+    };
+    this.#producer = new RdKafka.Producer(config as RdKafka.ProducerGlobalConfig);
+    const registers = [options.registry];
+    this.#m = {
+      records: new Counter({
+        name: 'tickstream_journal_records_total',
+        help: 'Records committed to Kafka',
+        labelNames: ['topic'],
+        registers,
+      }),
+      bytes: new Counter({
+        name: 'tickstream_journal_bytes_total',
+        help: 'Record bytes committed to Kafka',
+        registers,
+      }),
+      txns: new Counter({
+        name: 'tickstream_journal_transactions_total',
+        help: 'Kafka transactions by outcome',
+        labelNames: ['outcome'],
+        registers,
+      }),
+      txnSeconds: new Histogram({
+        name: 'tickstream_journal_transaction_seconds',
+        help: 'Begin to commit of one journal transaction',
+        buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
+        registers,
+      }),
+      queued: new Gauge({
+        name: 'tickstream_journal_queued_bytes',
+        help: 'Bytes appended but not yet committed',
+        registers,
+      }),
+      queuedLimit: new Gauge({
+        name: 'tickstream_journal_queued_bytes_limit',
+        help: 'Configured maxJournalQueuedBytes',
+        registers,
+      }),
+      ready: new Gauge({ name: 'tickstream_journal_ready', help: '1 while the journal commits', registers }),
+    };
+    this.#m.queuedLimit.set(options.maxQueuedBytes);
+  }
+
+  get ready(): boolean {
+    return this.#ready && !this.#dead;
+  }
+
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  hasRoom(): boolean {
+    return !this.#dead && this.#queuedBytes < this.#o.maxQueuedBytes;
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#producer.once('ready', () => resolve());
+      this.#producer.once('connection.failure', (err) =>
+        reject(
+          new TickstreamError(
+            ErrorCode.KAFKA,
+            `cannot reach Kafka at ${this.#o.brokers} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
+          ),
+        ),
+      );
+      this.#producer.connect({ timeout: CALL_TIMEOUT_MS });
+    });
+    await ensureTopics(this.#o);
+    await this.#call('initTransactions', (cb) => this.#producer.initTransactions(TXN_TIMEOUT_MS, cb)).catch(
+      (err: KafkaError) => {
+        throw new TickstreamError(
+          ErrorCode.KAFKA,
+          `Kafka transactions could not start for transactional.id ${this.#o.transactionalId}: ${err.message}`,
+        );
+      },
+    );
+    this.#setReady(true);
+    this.#o.logger.info(
+      { transactionalId: this.#o.transactionalId, brokers: this.#o.brokers },
+      'journal ready',
+    );
+  }
+
+  append(entry: JournalEntry): Promise<void> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    let bytes = 0;
+    for (const r of entry.ticks) bytes += r.value.length;
+    for (const r of entry.bars) bytes += r.value.length;
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ entry, bytes, resolve, reject });
+      this.#queuedBytes += bytes;
+      this.#m.queued.set(this.#queuedBytes);
+      this.#schedule();
+    });
+  }
+
+  /** Commits what is queued (bounded by `deadlineMs`), then disconnects. */
+  async close(deadlineMs = 10_000): Promise<void> {
+    this.#closing = true;
+    const until = Date.now() + deadlineMs;
+    while ((this.#queue.length || this.#running) && !this.#dead && Date.now() < until) {
+      if (this.#timer) {
+        clearTimeout(this.#timer);
+        this.#timer = null;
+      }
+      void this.#runLoop();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#queue.length) {
+      this.#die(
+        new TickstreamError(
+          ErrorCode.SHUTTING_DOWN,
+          `the journal closed with ${this.#queue.length} appends not committed within ${deadlineMs} ms`,
+        ),
+        [],
+      );
+    }
+    await new Promise<void>((resolve) => this.#producer.disconnect(5000, () => resolve()));
+  }
+
+  #schedule(delay = this.#o.transactionIntervalMs): void {
+    if (this.#running || this.#timer || this.#dead) return;
+    const records = this.#queue.reduce((n, p) => n + p.entry.ticks.length, 0);
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        void this.#runLoop();
+      },
+      records >= this.#o.maxTransactionRecords || this.#closing ? 0 : delay,
+    );
+  }
+
+  async #runLoop(): Promise<void> {
+    if (this.#running || this.#dead) return;
+    this.#running = true;
+    let backoff = 100;
+    try {
+      while (this.#queue.length && !this.#dead) {
+        const batch = this.#takeBatch();
+        for (;;) {
+          const outcome = await this.#transaction(batch);
+          if (outcome === 'committed') break;
+          if (outcome === 'fatal') return;
+          this.#setReady(false);
+          await new Promise((r) => setTimeout(r, backoff));
+          backoff = Math.min(backoff * 2, 5000);
+        }
+        backoff = 100;
+        this.#setReady(true);
+        for (const p of batch) {
+          this.#queuedBytes -= p.bytes;
+          p.resolve();
+        }
+        this.#m.queued.set(this.#queuedBytes);
+        if (
+          !this.#closing &&
+          this.#queue.reduce((n, p) => n + p.entry.ticks.length, 0) < this.#o.maxTransactionRecords
+        )
+          break;
+      }
+    } finally {
+      this.#running = false;
+      if (this.#queue.length) this.#schedule();
+    }
+  }
+
+  #takeBatch(): Pending[] {
+    let records = 0;
+    let n = 0;
+    while (n < this.#queue.length && (n === 0 || records < this.#o.maxTransactionRecords)) {
+      records += (this.#queue[n] as Pending).entry.ticks.length;
+      n++;
+    }
+    return this.#queue.splice(0, n);
+  }
+
+  /** One attempt: begin, produce everything, commit. Aborts on failure; the caller retries. */
+  async #transaction(batch: Pending[]): Promise<'committed' | 'retry' | 'fatal'> {
+    const started = performance.now();
+    try {
+      await this.#call('beginTransaction', (cb) => this.#producer.beginTransaction(cb));
+      const states = new Map<string, SourceState>();
+      let ticks = 0;
+      let bytes = 0;
+      for (const p of batch) {
+        for (const r of p.entry.ticks) {
+          this.#produce(this.#o.ticksTopic, r);
+          bytes += r.value.length;
+        }
+        for (const r of p.entry.bars) this.#produce(this.#o.barsTopic, r);
+        for (const s of p.entry.states) states.set(s.source, s);
+        ticks += p.entry.ticks.length;
+      }
+      for (const s of states.values()) {
+        this.#produce(this.#o.sourcesTopic, {
+          key: s.source,
+          value: Buffer.from(JSON.stringify(s)),
+          headers: { 'content-type': 'application/json' },
+        });
+      }
+      this.#o.crashPoint?.('journal-mid-transaction');
+      for (;;) {
+        try {
+          await this.#call('commitTransaction', (cb) =>
+            this.#producer.commitTransaction(CALL_TIMEOUT_MS, cb),
+          );
+          break;
+        } catch (err) {
+          const e = err as KafkaError;
+          if (!e.isRetriable || e.isTxnRequiresAbort || e.isFatal) throw err;
+        }
+      }
+      this.#m.txns.inc({ outcome: 'committed' });
+      this.#m.txnSeconds.observe((performance.now() - started) / 1000);
+      this.#m.records.inc({ topic: this.#o.ticksTopic }, ticks);
+      this.#m.bytes.inc(bytes);
+      return 'committed';
+    } catch (err) {
+      return this.#recover(err as KafkaError, batch);
+    }
+  }
+
+  async #recover(err: KafkaError, batch: Pending[]): Promise<'retry' | 'fatal'> {
+    if (err.isFatal || (err.code !== undefined && FENCED_CODES.has(err.code))) {
+      this.#die(
+        new TickstreamError(
+          ErrorCode.KAFKA,
+          `the Kafka journal stopped: ${err.message}. Another bridge with instanceId giving transactional.id ${this.#o.transactionalId} took over, or the producer hit a fatal error; restart this bridge (with its own instanceId if both should run).`,
+        ),
+        batch,
+      );
+      return 'fatal';
+    }
+    this.#m.txns.inc({ outcome: 'aborted' });
+    this.#o.logger.warn(
+      { err: err.message, code: err.code },
+      'journal transaction failed; aborting and retrying the same records',
+    );
+    for (;;) {
+      try {
+        this.#o.crashPoint?.('journal-during-abort');
+        await this.#call('abortTransaction', (cb) => this.#producer.abortTransaction(CALL_TIMEOUT_MS, cb));
+        return 'retry';
+      } catch (abortErr) {
+        const e = abortErr as KafkaError;
+        if (e.isFatal || (e.code !== undefined && FENCED_CODES.has(e.code))) return this.#recover(e, batch);
+        // No transaction to abort (begin itself failed): nothing to undo.
+        if (e.code === RdKafka.CODES.ERRORS.ERR__STATE) return 'retry';
+        this.#setReady(false);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  #produce(topic: string, r: JournalRecord): void {
+    const headers = r.headers ? Object.entries(r.headers).map(([k, v]) => ({ [k]: v })) : undefined;
+    this.#producer.produce(
+      topic,
+      null,
+      Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength),
+      r.key,
+      null,
+      undefined,
+      headers,
+    );
+  }
+
+  #die(err: TickstreamError, batch: Pending[]): void {
+    this.#dead = err;
+    this.#setReady(false);
+    this.#o.logger.error({ err: err.message }, 'journal is dead');
+    for (const p of [...batch, ...this.#queue]) p.reject(err);
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#m.queued.set(0);
+  }
+
+  #setReady(ready: boolean): void {
+    if (ready !== this.#ready)
+      this.#o.logger[ready ? 'info' : 'warn'](
+        `journal ${ready ? 'ready' : 'NOT ready: transactions are failing, retrying'}`,
+      );
+    this.#ready = ready;
+    this.#m.ready.set(ready && !this.#dead ? 1 : 0);
+  }
+
+  #call(what: string, fn: (cb: (err: RdKafka.LibrdKafkaError) => void) => void): Promise<void> {
+    return new Promise((resolve, reject) =>
+      fn((err) => {
+        if (err) {
+          const e = Object.assign(new Error(`${what}: ${err.message}`), err);
+          reject(e);
+        } else resolve();
+      }),
+    );
+  }
+}
+
+/** Creates the journal topics when missing: ticks and bars with retention, sources compacted. */
+export async function ensureTopics(
+  o: Pick<
+    JournalOptions,
+    'brokers' | 'ticksTopic' | 'barsTopic' | 'sourcesTopic' | 'partitions' | 'retentionMs'
+  >,
+): Promise<void> {
+  const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': o.brokers });
+  const create = (topic: string, partitions: number, config: Record<string, string>) =>
+    new Promise<void>((resolve, reject) =>
+      admin.createTopic(
+        { topic, num_partitions: partitions, replication_factor: 1, config },
+        CALL_TIMEOUT_MS,
+        (err) => {
+          if (!err || err.code === RdKafka.CODES.ERRORS.ERR_TOPIC_ALREADY_EXISTS) resolve();
+          else reject(new TickstreamError(ErrorCode.KAFKA, `cannot create topic ${topic}: ${err.message}`));
+        },
+      ),
+    );
+  try {
+    const retention = { 'retention.ms': String(o.retentionMs), 'max.message.bytes': '8000000' };
+    await create(o.ticksTopic, o.partitions, retention);
+    await create(o.barsTopic, o.partitions, retention);
+    await create(o.sourcesTopic, 1, { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '0' });
+  } finally {
+    admin.disconnect();
+  }
+}

@@ -1,0 +1,364 @@
+/**
+ * The Postgres loader: a `read_committed` Kafka consumer group over the journal that COPYs
+ * (binary) tick records into `ticks` and upserts bar records into `bars_1m`, storing the
+ * consumed offsets in `sink_offsets` in the SAME transaction — exactly once, across crashes.
+ *
+ * Fencing: on every partition assignment the loader bumps that partition's `generation` and
+ * seeks to the stored `next_offset`; every commit updates the offset only
+ * `WHERE generation = <mine>`. A loader that lost the partition in a rebalance (or came back
+ * from a pause) finds 0 rows updated, rolls back, and drops the partition. Kafka's own group
+ * offsets are never used.
+ *
+ * A slow or down Postgres only delays this consumer: the live path never waits for it. On any
+ * Postgres error the loader backs off (capped exponential), re-reads its offsets and resumes.
+ */
+import { once } from 'node:events';
+import RdKafka from '@confluentinc/kafka-javascript';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Bar } from '../../codecs/bar.js';
+import { decodeBar, decodeTickRecord } from '../../codecs/flat-record.js';
+import { CopyEncoder } from '../../codecs/pg-copy.js';
+import type { TickBatch } from '../../codecs/tick-batch.js';
+import { migrate, quoteIdent } from './migrate.js';
+
+export interface LoaderOptions {
+  brokers: string;
+  groupId: string;
+  ticksTopic: string;
+  barsTopic: string;
+  postgresUrl: string;
+  schema: string;
+  maxBatchTicks: number;
+  retentionDays: number;
+  registry: Registry;
+  logger: Logger;
+  crashPoint?: (name: string) => void;
+}
+
+interface Owned {
+  generation: number;
+  /** Sought to the stored offset: messages from it can be loaded. */
+  ready: boolean;
+}
+
+type Message = RdKafka.Message;
+const DAY = 86_400_000;
+
+export class PostgresLoader {
+  readonly #o: LoaderOptions;
+  readonly #pool: pg.Pool;
+  readonly #consumer: RdKafka.KafkaConsumer;
+  readonly #owned = new Map<string, Owned>();
+  readonly #encoder = new CopyEncoder();
+  #running = false;
+  #loop: Promise<void> | null = null;
+  #backoffMs = 200;
+  readonly #m;
+
+  constructor(options: LoaderOptions) {
+    this.#o = options;
+    this.#pool = new pg.Pool({
+      connectionString: options.postgresUrl,
+      max: 2,
+      options: `-c search_path=${quoteIdent(options.schema)}`,
+    });
+    this.#pool.on('error', () => undefined); // idle clients dying with the server: the loop reconnects
+    this.#consumer = new RdKafka.KafkaConsumer(
+      {
+        'metadata.broker.list': options.brokers,
+        'group.id': options.groupId,
+        'enable.auto.commit': false,
+        'enable.auto.offset.store': false,
+        'isolation.level': 'read_committed',
+        'partition.assignment.strategy': 'range',
+        'fetch.max.bytes': 32 << 20,
+        rebalance_cb: (err: RdKafka.LibrdKafkaError, assignment: RdKafka.Assignment[]) =>
+          this.#rebalance(err, assignment),
+      } as RdKafka.ConsumerGlobalConfig,
+      { 'auto.offset.reset': 'earliest' },
+    );
+    const registers = [options.registry];
+    this.#m = {
+      rows: new Counter({
+        name: 'tickstream_loader_rows_total',
+        help: 'Rows written to Postgres',
+        labelNames: ['table'],
+        registers,
+      }),
+      batches: new Counter({
+        name: 'tickstream_loader_transactions_total',
+        help: 'Loader transactions by outcome',
+        labelNames: ['outcome'],
+        registers,
+      }),
+      errors: new Counter({
+        name: 'tickstream_loader_errors_total',
+        help: 'Postgres errors met by the loader (it retries)',
+        registers,
+      }),
+      copy: new Histogram({
+        name: 'tickstream_loader_copy_seconds',
+        help: 'One COPY + offset transaction',
+        buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5],
+        registers,
+      }),
+      lagSeconds: new Gauge({
+        name: 'tickstream_loader_lag_seconds',
+        help: 'Age of the newest record loaded, by its Kafka timestamp',
+        registers,
+      }),
+    };
+  }
+
+  async start(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await migrate(client, this.#o.schema);
+    } finally {
+      client.release();
+    }
+    await new Promise<void>((resolve, reject) =>
+      this.#consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())),
+    );
+    this.#consumer.subscribe([this.#o.ticksTopic, this.#o.barsTopic]);
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  async close(): Promise<void> {
+    this.#running = false;
+    await this.#loop;
+    await new Promise((resolve) => this.#consumer.disconnect(resolve));
+    await this.#pool.end();
+  }
+
+  #rebalance(err: RdKafka.LibrdKafkaError, assignment: RdKafka.Assignment[]): void {
+    if (err.code === RdKafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS) {
+      for (const a of assignment)
+        this.#owned.set(`${a.topic}:${a.partition}`, { generation: -1, ready: false });
+      // Paused until the offsets come from Postgres: nothing is loaded from Kafka's positions.
+      this.#consumer.assign(assignment);
+      this.#consumer.pause(assignment);
+      void this.#claim(assignment);
+    } else {
+      for (const a of assignment) this.#owned.delete(`${a.topic}:${a.partition}`);
+      this.#consumer.unassign();
+    }
+  }
+
+  /** Bumps the generation of newly assigned partitions and seeks them to the stored offsets. */
+  async #claim(assignment: RdKafka.Assignment[]): Promise<void> {
+    for (;;) {
+      try {
+        for (const a of assignment) {
+          const owned = this.#owned.get(`${a.topic}:${a.partition}`);
+          if (!owned) continue;
+          const { rows } = await this.#pool.query<{ next_offset: string; generation: string }>(
+            `insert into sink_offsets (consumer_group, topic, partition, next_offset, generation) values ($1, $2, $3, 0, 1)
+             on conflict (consumer_group, topic, partition) do update set generation = sink_offsets.generation + 1
+             returning next_offset, generation`,
+            [this.#o.groupId, a.topic, a.partition],
+          );
+          const row = rows[0] as { next_offset: string; generation: string };
+          owned.generation = Number(row.generation);
+          await new Promise<void>((resolve, reject) =>
+            this.#consumer.seek(
+              { topic: a.topic, partition: a.partition, offset: Number(row.next_offset) },
+              10_000,
+              (e) => (e ? reject(e) : resolve()),
+            ),
+          );
+          owned.ready = true;
+          this.#consumer.resume([{ topic: a.topic, partition: a.partition }]);
+        }
+        this.#o.logger.info(
+          { partitions: assignment.map((a) => `${a.topic}:${a.partition}`) },
+          'loader owns partitions',
+        );
+        return;
+      } catch (err) {
+        this.#m.errors.inc();
+        this.#o.logger.warn({ err: (err as Error).message }, 'loader could not claim partitions; retrying');
+        await new Promise((r) => setTimeout(r, this.#nextBackoff()));
+      }
+    }
+  }
+
+  #nextBackoff(): number {
+    const b = this.#backoffMs;
+    this.#backoffMs = Math.min(b * 2, 10_000);
+    return b;
+  }
+
+  async #run(): Promise<void> {
+    // Records hold about a thousand ticks each (recordTicks).
+    const perCall = Math.max(1, Math.round(this.#o.maxBatchTicks / 1000));
+    while (this.#running) {
+      const messages = await new Promise<Message[]>((resolve) =>
+        this.#consumer.consume(perCall, (err, m) => resolve(err ? [] : m)),
+      );
+      if (messages.length === 0) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      const byPartition = new Map<string, Message[]>();
+      for (const m of messages) {
+        const key = `${m.topic}:${m.partition}`;
+        if (!this.#owned.get(key)?.ready) continue;
+        let list = byPartition.get(key);
+        if (!list) {
+          list = [];
+          byPartition.set(key, list);
+        }
+        list.push(m);
+      }
+      for (const [key, list] of byPartition) await this.#load(key, list);
+    }
+  }
+
+  /** One transaction: the rows of `messages` (one partition) and its new offset, fenced. */
+  async #load(key: string, messages: Message[]): Promise<void> {
+    const owned = this.#owned.get(key);
+    const first = messages[0] as Message;
+    if (!owned) return;
+    const started = performance.now();
+    let client: pg.PoolClient | null = null;
+    try {
+      client = await this.#pool.connect();
+      await client.query('begin');
+      const isBars = first.topic === this.#o.barsTopic;
+      const rows = isBars ? await this.#copyBars(client, messages) : await this.#copyTicks(client, messages);
+      const last = messages[messages.length - 1] as Message;
+      const updated = await client.query(
+        'update sink_offsets set next_offset = $1 where consumer_group = $2 and topic = $3 and partition = $4 and generation = $5',
+        [last.offset + 1, this.#o.groupId, first.topic, first.partition, owned.generation],
+      );
+      if (updated.rowCount !== 1) {
+        await client.query('rollback');
+        this.#m.batches.inc({ outcome: 'fenced' });
+        this.#o.logger.warn({ partition: key }, 'loader fenced: another loader owns this partition now');
+        this.#owned.delete(key);
+        return;
+      }
+      await client.query('commit');
+      this.#backoffMs = 200;
+      this.#m.batches.inc({ outcome: 'committed' });
+      this.#m.rows.inc({ table: isBars ? 'bars_1m' : 'ticks' }, rows);
+      this.#m.copy.observe((performance.now() - started) / 1000);
+      if (last.timestamp) this.#m.lagSeconds.set((Date.now() - last.timestamp) / 1000);
+    } catch (err) {
+      this.#m.errors.inc();
+      this.#o.logger.warn(
+        { err: (err as Error).message, partition: key },
+        'loader transaction failed; retrying from the stored offset',
+      );
+      await client?.query('rollback').catch(() => undefined);
+      client?.release(true);
+      client = null;
+      await new Promise((r) => setTimeout(r, this.#nextBackoff()));
+      await this.#rewind(key, owned);
+    } finally {
+      client?.release();
+    }
+  }
+
+  /** After a failure: back to the offset Postgres holds (and check we still own it). */
+  async #rewind(key: string, owned: Owned): Promise<void> {
+    const [topic, partition] = [
+      key.slice(0, key.lastIndexOf(':')),
+      Number(key.slice(key.lastIndexOf(':') + 1)),
+    ];
+    owned.ready = false;
+    try {
+      const { rows } = await this.#pool.query<{ next_offset: string; generation: string }>(
+        'select next_offset, generation from sink_offsets where consumer_group = $1 and topic = $2 and partition = $3',
+        [this.#o.groupId, topic, partition],
+      );
+      const row = rows[0];
+      if (!row || Number(row.generation) !== owned.generation) {
+        this.#owned.delete(key);
+        return;
+      }
+      await new Promise<void>((resolve, reject) =>
+        this.#consumer.seek({ topic, partition, offset: Number(row.next_offset) }, 10_000, (e) =>
+          e ? reject(e) : resolve(),
+        ),
+      );
+      owned.ready = true;
+    } catch {
+      // Postgres still down: the next batch from this partition is skipped until a rewind works.
+      setTimeout(() => void this.#rewind(key, owned), this.#nextBackoff());
+    }
+  }
+
+  async #copyTicks(client: pg.PoolClient, messages: Message[]): Promise<number> {
+    const batches: TickBatch[] = messages
+      .filter((m) => m.value)
+      .map((m) => decodeTickRecord(m.value as Buffer));
+    let lo = Number.POSITIVE_INFINITY;
+    let hi = Number.NEGATIVE_INFINITY;
+    let rows = 0;
+    for (const b of batches) {
+      for (let i = 0; i < b.length; i++) {
+        const t = b.utcMsc[i] as number;
+        if (t < lo) lo = t;
+        if (t > hi) hi = t;
+      }
+      rows += b.length;
+    }
+    if (rows === 0) return 0;
+    await client.query('select tickstream_ensure_partitions($1::date, $2::date)', [
+      new Date(Math.floor(lo / DAY) * DAY).toISOString(),
+      new Date(Math.floor(hi / DAY) * DAY).toISOString(),
+    ]);
+    const stream = client.query(
+      copyFrom(
+        `copy ticks (source, seq, symbol, time, server_time_msc, bid, ask, last, volume, volume_real, flags) from stdin (format binary)`,
+      ),
+    );
+    const done = once(stream, 'finish');
+    stream.write(this.#encoder.header());
+    let written = 0;
+    for (const b of batches) {
+      // The encoder's output is a view of a reused buffer: write a copy.
+      stream.write(Buffer.from(this.#encoder.ticks(b)));
+      written += b.length;
+      if (written >= rows / 2) this.#o.crashPoint?.('loader-mid-copy');
+    }
+    stream.end(this.#encoder.trailer());
+    await done;
+    return rows;
+  }
+
+  async #copyBars(client: pg.PoolClient, messages: Message[]): Promise<number> {
+    const bars: Bar[] = messages.filter((m) => m.value).map((m) => decodeBar(m.value as Buffer));
+    if (bars.length === 0) return 0;
+    await client.query('create temp table if not exists bars_in (like bars_1m) on commit delete rows');
+    const stream = client.query(copyFrom('copy bars_in from stdin (format binary)'));
+    const done = once(stream, 'finish');
+    stream.write(this.#encoder.header());
+    stream.write(Buffer.from(this.#encoder.bars(bars)));
+    stream.end(this.#encoder.trailer());
+    await done;
+    // A bar can come again (a bridge restarted mid-minute re-closes it): the newest wins.
+    await client.query(`insert into bars_1m select distinct on (source, symbol, start) * from bars_in order by source, symbol, start, last_seq desc
+      on conflict (source, symbol, start) do update set open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+        tick_count = excluded.tick_count, spread_min = excluded.spread_min, spread_max = excluded.spread_max, spread_avg = excluded.spread_avg,
+        last_open = excluded.last_open, last_high = excluded.last_high, last_low = excluded.last_low, last_close = excluded.last_close,
+        volume = excluded.volume, last_seq = excluded.last_seq`);
+    return bars.length;
+  }
+
+  /** Drops tick partitions past the retention (call daily). */
+  async applyRetention(): Promise<number> {
+    const before = new Date(Date.now() - this.#o.retentionDays * DAY).toISOString().slice(0, 10);
+    const { rows } = await this.#pool.query<{ n: number }>(
+      'select tickstream_drop_partitions_before($1::date) as n',
+      [before],
+    );
+    return rows[0]?.n ?? 0;
+  }
+}
