@@ -1,0 +1,172 @@
+/**
+ * 1-minute bars per source and symbol, bucketed by the tick's UTC time and closed on event
+ * time only — never the wall clock — so replaying the journal gives the same bars.
+ *
+ * A bar [start, start + 60 s) closes when
+ *  (a) a later tick of the same source and symbol arrives, or
+ *  (b) the source's event time passes start + 60 s + `closeGraceMs`; the source's event time is
+ *      its newest tick (any symbol) or a heartbeat's GMT time. The grace keeps a symbol polled a
+ *      moment after another (the EA copies symbols one after the other) from being cut short.
+ * A tick for a minute that already closed for its source and symbol is late: counted, left out.
+ * Minutes without ticks have no bar. The open bar is not published until it closes.
+ * `tick_count` counts every tick of the minute whatever its flags; bid OHLC and spread use every
+ * tick; last-price OHLC uses ticks with the LAST flag; volume sums volume_real over ticks with
+ * the LAST or VOLUME flag.
+ */
+import type { Bar } from '../codecs/bar.js';
+import { type TickBatch, TickFlag } from '../codecs/tick-batch.js';
+
+const MINUTE = 60_000;
+
+interface SourceBars {
+  open: Map<string, Bar>;
+  /** Per symbol: bars starting before this are closed. */
+  closedBefore: Map<string, number>;
+  eventTimeMs: number;
+  /** Earliest end (+ grace) among open bars: event time reaching it closes something. */
+  nextCloseMs: number;
+}
+
+export class BarAggregator {
+  readonly #closeGraceMs: number;
+  readonly #sources = new Map<string, SourceBars>();
+  #lateTicks = 0;
+
+  constructor(options: { closeGraceMs: number }) {
+    this.#closeGraceMs = options.closeGraceMs;
+  }
+
+  /** Ticks that came for a minute already closed, since start. */
+  get lateTicks(): number {
+    return this.#lateTicks;
+  }
+
+  /** Adds a batch (in seq order) and returns the bars it closed, oldest first. */
+  add(batch: TickBatch): Bar[] {
+    const state = this.#source(batch.source);
+    const closed: Bar[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const symbol = batch.symbols[batch.symbolIndex[i] as number] as string;
+      const utc = batch.utcMsc[i] as number;
+      const start = utc - (((utc % MINUTE) + MINUTE) % MINUTE);
+      if (start < (state.closedBefore.get(symbol) ?? Number.NEGATIVE_INFINITY)) {
+        this.#lateTicks++;
+        continue;
+      }
+      let bar = state.open.get(symbol);
+      if (bar && bar.startMs !== start) {
+        closed.push(bar);
+        state.closedBefore.set(symbol, bar.startMs + MINUTE);
+        bar = undefined;
+      }
+      if (!bar) {
+        bar = newBar(batch.source, symbol, start, batch, i);
+        state.open.set(symbol, bar);
+        const due = start + MINUTE + this.#closeGraceMs;
+        if (due < state.nextCloseMs) state.nextCloseMs = due;
+      } else {
+        addTick(bar, batch, i);
+      }
+      // Checked per tick, not per batch, so the bars do not depend on how ticks were batched.
+      if (utc > state.eventTimeMs) {
+        state.eventTimeMs = utc;
+        if (utc >= state.nextCloseMs) this.#closeByEventTime(state, closed);
+      }
+    }
+    return closed;
+  }
+
+  /** A heartbeat's GMT time moves the source's event time on (bars of quiet symbols close). */
+  heartbeat(source: string, gmtMs: number): Bar[] {
+    const state = this.#source(source);
+    if (gmtMs > state.eventTimeMs) state.eventTimeMs = gmtMs;
+    const closed: Bar[] = [];
+    this.#closeByEventTime(state, closed);
+    return closed;
+  }
+
+  #closeByEventTime(state: SourceBars, closed: Bar[]): void {
+    const horizon = state.eventTimeMs - this.#closeGraceMs;
+    state.nextCloseMs = Number.POSITIVE_INFINITY;
+    for (const [symbol, bar] of state.open) {
+      if (bar.startMs + MINUTE <= horizon) {
+        closed.push(bar);
+        state.open.delete(symbol);
+        state.closedBefore.set(symbol, bar.startMs + MINUTE);
+      } else {
+        state.nextCloseMs = Math.min(state.nextCloseMs, bar.startMs + MINUTE + this.#closeGraceMs);
+      }
+    }
+  }
+
+  #source(source: string): SourceBars {
+    let state = this.#sources.get(source);
+    if (!state) {
+      state = {
+        open: new Map(),
+        closedBefore: new Map(),
+        eventTimeMs: Number.NEGATIVE_INFINITY,
+        nextCloseMs: Number.POSITIVE_INFINITY,
+      };
+      this.#sources.set(source, state);
+    }
+    return state;
+  }
+}
+
+function newBar(source: string, symbol: string, startMs: number, batch: TickBatch, i: number): Bar {
+  const bid = batch.bid[i] as number;
+  const spread = (batch.ask[i] as number) - bid;
+  const bar: Bar = {
+    source,
+    symbol,
+    startMs,
+    open: bid,
+    high: bid,
+    low: bid,
+    close: bid,
+    tickCount: 1,
+    spreadMin: spread,
+    spreadMax: spread,
+    spreadSum: spread,
+    lastOpen: Number.NaN,
+    lastHigh: Number.NaN,
+    lastLow: Number.NaN,
+    lastClose: Number.NaN,
+    volume: 0,
+    lastSeq: batch.seq[i] as number,
+  };
+  addTrade(bar, batch, i);
+  return bar;
+}
+
+function addTick(bar: Bar, batch: TickBatch, i: number): void {
+  const bid = batch.bid[i] as number;
+  const spread = (batch.ask[i] as number) - bid;
+  if (bid > bar.high) bar.high = bid;
+  if (bid < bar.low) bar.low = bid;
+  bar.close = bid;
+  bar.tickCount++;
+  if (spread < bar.spreadMin) bar.spreadMin = spread;
+  if (spread > bar.spreadMax) bar.spreadMax = spread;
+  bar.spreadSum += spread;
+  bar.lastSeq = batch.seq[i] as number;
+  addTrade(bar, batch, i);
+}
+
+function addTrade(bar: Bar, batch: TickBatch, i: number): void {
+  const flags = batch.flags[i] as number;
+  if (flags & TickFlag.LAST) {
+    const last = batch.last[i] as number;
+    if (Number.isNaN(bar.lastOpen)) {
+      bar.lastOpen = last;
+      bar.lastHigh = last;
+      bar.lastLow = last;
+    } else {
+      if (last > bar.lastHigh) bar.lastHigh = last;
+      if (last < bar.lastLow) bar.lastLow = last;
+    }
+    bar.lastClose = last;
+  }
+  if (flags & (TickFlag.LAST | TickFlag.VOLUME)) bar.volume += batch.volumeReal[i] as number;
+}

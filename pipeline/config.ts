@@ -1,0 +1,188 @@
+/**
+ * One config schema, validated once at start-up. Sources, later ones winning:
+ * defaults → JSON file (`--config FILE` or TICKSTREAM_CONFIG) → environment (TICKSTREAM_ +
+ * the key in UPPER_SNAKE, e.g. TICKSTREAM_KAFKA_BROKERS) → CLI flags (`--kafka-brokers`).
+ * The rest of the code gets the typed, frozen object. The README's configuration table is
+ * generated from `configKeys()` (see `tickstream config --table`).
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positive = z.coerce.number().int().positive();
+const bool = z.preprocess((v) => (typeof v === 'string' ? v === 'true' || v === '1' : v), z.boolean());
+const list = z.preprocess(
+  (v) => (typeof v === 'string' ? v.split(',').filter(Boolean) : v),
+  z.array(z.string()),
+);
+const secrets = z.preprocess(
+  (v) => (typeof v === 'string' ? Object.fromEntries(v.split(',').filter(Boolean).map(splitPair)) : v),
+  z.record(z.string(), z.string().min(8, 'a source secret must be at least 8 characters')),
+);
+const zones = z.preprocess(
+  (v) => (typeof v === 'string' ? Object.fromEntries(v.split(',').filter(Boolean).map(splitPair)) : v),
+  z.record(z.string(), z.string()),
+);
+
+function splitPair(item: string): [string, string] {
+  const at = item.indexOf('=');
+  return at < 0 ? [item, ''] : [item.slice(0, at), item.slice(at + 1)];
+}
+
+/** Every key with its default and one line of documentation (shown in the README table). */
+export const configShape = {
+  instanceId: z
+    .string()
+    .default('bridge-1')
+    .describe('Names this bridge; its Kafka transactional.id is `tickstream-<instanceId>`'),
+  ingressHost: z.string().default('127.0.0.1').describe('EA ingress bind address'),
+  ingressPort: port.default(5555).describe('EA ingress TCP port'),
+  ingressTlsCert: z.string().default('').describe('PEM certificate file: enables TLS on the EA ingress'),
+  ingressTlsKey: z.string().default('').describe('PEM private key file for the EA ingress'),
+  sourceSecrets: secrets
+    .default({})
+    .describe(
+      'Per-source HMAC secrets, `src1=secret,src2=secret` (empty: any source accepted, with a warning)',
+    ),
+  sourceTimeZones: zones
+    .default({})
+    .describe('Per-source server time zone rules, `src1=Europe/Athens,src2=+2`'),
+  defaultServerTimeZone: z
+    .string()
+    .default('UTC')
+    .describe('Server time zone rule for sources not in sourceTimeZones'),
+  maxConnections: positive
+    .default(256)
+    .describe('Open EA connections at most; more are refused with ERR_TOO_MANY_CONNECTIONS'),
+  handshakeTimeoutMs: positive.default(5000).describe('Time a new connection has to complete HELLO'),
+  heartbeatTimeoutMs: positive.default(15000).describe('Silence after which a session is closed'),
+  maxFrameBytes: positive.default(1 << 20).describe('Largest frame accepted'),
+  creditWindowTicks: positive.default(65536).describe('Un-ACKed ticks a source may have in flight'),
+  maxTicksPerSecondPerSource: positive
+    .default(2_000_000)
+    .describe('Per-source rate limit (ticks/s); over it the bridge stops granting credit'),
+  decodeThreads: positive.default(1).describe('piscina decode workers (2 cores: 1 worker + main thread)'),
+  decodeBatchTicks: positive.default(8192).describe('Ticks per decode task'),
+  maxQueuedTicks: positive
+    .default(1_000_000)
+    .describe('Ticks accepted but not yet committed to Kafka; at the limit credit stops (TCP backpressure)'),
+  kafkaBrokers: z.string().default('127.0.0.1:9092').describe('Kafka bootstrap servers'),
+  ticksTopic: z.string().default('mt5.ticks').describe('Journal topic for tick records'),
+  barsTopic: z.string().default('mt5.bars.1m').describe('Topic for closed 1-minute bars'),
+  sourcesTopic: z.string().default('mt5.sources').describe("Compacted topic with each source's resume state"),
+  topicPartitions: positive.default(6).describe('Partitions for new tick/bar topics'),
+  topicRetentionHours: positive.default(24 * 7).describe('Retention of tick/bar topics'),
+  transactionIntervalMs: positive
+    .default(20)
+    .describe('How long ticks gather before one Kafka transaction commits them'),
+  maxJournalQueuedBytes: positive.default(128 << 20).describe('Uncommitted journal bytes at most'),
+  recordTicks: positive.default(1000).describe('Ticks per Kafka record (1 = one tick per record)'),
+  redisUrl: z.string().default('redis://127.0.0.1:6379').describe('Redis URL'),
+  redisKeyPrefix: z.string().default('mt5').describe('Prefix of every Redis key'),
+  redisStreamMaxLen: positive.default(100_000).describe('XADD MAXLEN ~ per stream'),
+  redisMaxQueuedTicks: positive
+    .default(200_000)
+    .describe('Redis queue; when full ticks are dropped and counted'),
+  redisEnabled: bool.default(true).describe('Write to Redis'),
+  httpHost: z.string().default('127.0.0.1').describe('Websocket/metrics bind address'),
+  httpPort: port.default(5001).describe('Websocket, /metrics, /healthz, /readyz and status page port'),
+  httpTlsCert: z.string().default('').describe('PEM certificate file: enables TLS on websockets/HTTP'),
+  httpTlsKey: z.string().default('').describe('PEM private key file for websockets/HTTP'),
+  wsTokens: list.default([]).describe('Accepted websocket tokens (empty: no auth)'),
+  wsMaxBackpressureBytes: positive
+    .default(1 << 20)
+    .describe('Per-client unsent bytes before the slow-consumer policy applies'),
+  wsSlowConsumerPolicy: z
+    .enum(['conflate', 'disconnect'])
+    .default('conflate')
+    .describe('What happens to a slow websocket client'),
+  wsMaxClients: positive.default(1000).describe('Websocket clients at most'),
+  postgresUrl: z.string().default('postgres://postgres@127.0.0.1:5432/tickstream').describe('Postgres URL'),
+  postgresSchema: z.string().default('public').describe('Schema of the tickstream tables'),
+  postgresRetentionDays: positive.default(30).describe('Tick partitions older than this are dropped'),
+  loaderEnabled: bool.default(true).describe('Run the Postgres loader inside `serve`'),
+  loaderGroupId: z
+    .string()
+    .default('tickstream-pg-loader')
+    .describe('Kafka consumer group of the Postgres loader'),
+  loaderMaxBatchTicks: positive.default(50_000).describe('Ticks per COPY transaction at most'),
+  shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
+  logLevel: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+    .default('info')
+    .describe('pino log level'),
+} as const;
+
+export const configSchema = z.object(configShape).strict();
+export type Config = Readonly<z.infer<typeof configSchema>>;
+export type ConfigKey = keyof typeof configShape;
+
+const toSnake = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+const toKebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+export interface ConfigSources {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  flags?: Record<string, string>;
+}
+
+/** Builds the config from file, environment and flags; throws ERR_CONFIG naming every bad key. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? process.env;
+  const raw: Record<string, unknown> = {};
+  const file = sources.file ?? env['TICKSTREAM_CONFIG'];
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new TickstreamError(
+        ErrorCode.CONFIG,
+        `cannot read config file ${file}: ${(err as Error).message}`,
+      );
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new TickstreamError(ErrorCode.CONFIG, `config file ${file} must hold a JSON object`);
+    }
+    Object.assign(raw, parsed);
+  }
+  for (const key of Object.keys(configShape)) {
+    const value = env[`TICKSTREAM_${toSnake(key)}`];
+    if (value !== undefined) raw[key] = value;
+  }
+  const known = new Map(Object.keys(configShape).map((k) => [toKebab(k), k]));
+  for (const [flag, value] of Object.entries(sources.flags ?? {})) {
+    const key = known.get(flag);
+    if (!key) throw new TickstreamError(ErrorCode.CONFIG, `unknown option --${flag} (see --help)`);
+    raw[key] = value;
+  }
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => {
+      const key = String(i.path[0] ?? '');
+      const where = key ? `${key} (--${toKebab(key)}, TICKSTREAM_${toSnake(key)})` : 'config';
+      return `${where}: ${i.message}`;
+    });
+    throw new TickstreamError(ErrorCode.CONFIG, `invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  return Object.freeze(result.data);
+}
+
+/** Rows for the README: key, env var, flag, default, meaning. */
+export function configKeys(): {
+  key: string;
+  env: string;
+  flag: string;
+  default: string;
+  description: string;
+}[] {
+  const defaults = configSchema.parse({});
+  return Object.entries(configShape).map(([key, schema]) => ({
+    key,
+    env: `TICKSTREAM_${toSnake(key)}`,
+    flag: `--${toKebab(key)}`,
+    default: JSON.stringify(defaults[key as ConfigKey]),
+    description: schema.description ?? '',
+  }));
+}

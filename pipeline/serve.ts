@@ -1,0 +1,224 @@
+/**
+ * `tickstream serve`: the bridge, the decode pool, the journal, the live views, the Postgres
+ * loader and the operations surface in one process, with an orderly shutdown: on SIGTERM it
+ * stops accepting, drains every queue, flushes every sink, sends final ACKs, closes clients
+ * with a reason and exits 0 within `shutdownDeadlineMs`; a second SIGTERM (or the deadline)
+ * exits at once — safe, because nothing un-committed was ever ACKed.
+ */
+import { readFileSync } from 'node:fs';
+import { Registry } from 'prom-client';
+import { IngressServer } from '../bridge/server.js';
+import { ErrorCode } from '../codecs/errors.js';
+import { KafkaJournal } from '../sinks/kafka/journal.js';
+import { readSourceStates } from '../sinks/kafka/reader.js';
+import { PostgresLoader } from '../sinks/postgres/loader.js';
+import { RedisSink } from '../sinks/redis.js';
+import { WsServer } from '../sinks/ws/server.js';
+import type { Config } from './config.js';
+import { crashPointFromEnv } from './faults.js';
+import { Ingest, type LiveSink } from './ingest.js';
+import { createLogger, type Logger } from './logger.js';
+import { createPipelineMetrics } from './metrics.js';
+import { statusPageHtml } from './status-page.js';
+
+export interface Running {
+  ingressPort: number;
+  httpPort: number;
+  registry: Registry;
+  stop(reason?: string): Promise<void>;
+}
+
+const LOOPBACK = /^(127\.|::1$|localhost$)/;
+
+export async function serve(config: Config): Promise<Running> {
+  const logger = createLogger(config.logLevel);
+  const registry = new Registry();
+  const metrics = createPipelineMetrics(registry);
+  const crashPoint = crashPointFromEnv();
+  const started = Date.now();
+  const noAuth = Object.keys(config.sourceSecrets).length === 0;
+  if (noAuth && !LOOPBACK.test(config.ingressHost)) {
+    logger.warn(
+      { host: config.ingressHost },
+      'EA ingress listens beyond loopback WITHOUT source secrets: anyone who reaches it can write ticks. Set --source-secrets.',
+    );
+  }
+  if (config.wsTokens.length === 0 && !LOOPBACK.test(config.httpHost)) {
+    logger.warn(
+      { host: config.httpHost },
+      'websockets listen beyond loopback WITHOUT tokens: anyone who reaches them can read the feed. Set --ws-tokens.',
+    );
+  }
+
+  const journal = new KafkaJournal({
+    brokers: config.kafkaBrokers,
+    transactionalId: `tickstream-${config.instanceId}`,
+    ticksTopic: config.ticksTopic,
+    barsTopic: config.barsTopic,
+    sourcesTopic: config.sourcesTopic,
+    partitions: config.topicPartitions,
+    retentionMs: config.topicRetentionHours * 3_600_000,
+    transactionIntervalMs: config.transactionIntervalMs,
+    maxTransactionRecords: 10_000,
+    maxQueuedBytes: config.maxJournalQueuedBytes,
+    registry,
+    logger: logger.child({ part: 'journal' }),
+    ...(crashPoint ? { crashPoint } : {}),
+  });
+  await journal.start();
+  const states = await readSourceStates({ brokers: config.kafkaBrokers, sourcesTopic: config.sourcesTopic });
+  logger.info({ sources: states.size }, 'resume state loaded from the journal');
+
+  const live: LiveSink[] = [];
+  let redis: RedisSink | null = null;
+  if (config.redisEnabled) {
+    redis = new RedisSink({
+      url: config.redisUrl,
+      keyPrefix: config.redisKeyPrefix,
+      streamMaxLen: config.redisStreamMaxLen,
+      maxQueuedTicks: config.redisMaxQueuedTicks,
+      maxPipelineCommands: 20_000,
+      registry,
+      logger: logger.child({ part: 'redis' }),
+    });
+    await redis.start();
+    live.push(redis);
+  }
+  const ws = new WsServer({
+    host: config.httpHost,
+    port: config.httpPort,
+    ...(config.httpTlsCert ? { tls: { certFile: config.httpTlsCert, keyFile: config.httpTlsKey } } : {}),
+    tokens: config.wsTokens,
+    maxBackpressureBytes: config.wsMaxBackpressureBytes,
+    slowConsumerPolicy: config.wsSlowConsumerPolicy,
+    maxClients: config.wsMaxClients,
+    registry,
+    logger: logger.child({ part: 'ws' }),
+  });
+  live.push(ws);
+
+  const loader = config.loaderEnabled ? createLoader(config, registry, logger, crashPoint) : null;
+  await loader?.start();
+  const retention = setInterval(() => void loader?.applyRetention().catch(() => undefined), 3_600_000);
+  retention.unref();
+
+  const ingest = new Ingest({
+    config,
+    journal,
+    live,
+    metrics,
+    logger: logger.child({ part: 'ingest' }),
+    states,
+    ...(crashPoint ? { crashPoint } : {}),
+  });
+  const ingress = new IngressServer(
+    {
+      host: config.ingressHost,
+      port: config.ingressPort,
+      ...(config.ingressTlsCert
+        ? { tls: { cert: readFileSync(config.ingressTlsCert), key: readFileSync(config.ingressTlsKey) } }
+        : {}),
+      secrets: config.sourceSecrets,
+      maxConnections: config.maxConnections,
+      handshakeTimeoutMs: config.handshakeTimeoutMs,
+      heartbeatIntervalMs: Math.max(100, Math.floor(config.heartbeatTimeoutMs / 5)),
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+      maxFrameBytes: config.maxFrameBytes,
+      maxTicksPerFrame: 16_384,
+      maxSymbols: 1024,
+      creditWindowTicks: config.creditWindowTicks,
+      maxTicksPerSecondPerSource: config.maxTicksPerSecondPerSource,
+      logger: logger.child({ part: 'ingress' }),
+      ...(crashPoint ? { crashPoint } : {}),
+    },
+    ingest,
+  );
+  ingest.attach(ingress);
+
+  const status = () => ({
+    instanceId: config.instanceId,
+    ready: journal.ready,
+    uptimeS: (Date.now() - started) / 1000,
+    rssMb: process.memoryUsage().rss / 2 ** 20,
+    totals: {
+      connections: ingress.connectionCount,
+      'queued ticks (uncommitted)': ingest.queuedTicks,
+      'journal queued bytes': journal.queuedBytes,
+      'websocket clients': ws.clientCount,
+      'redis queued ticks': redis?.queuedTicks ?? 0,
+    },
+    sources: ingest.sourceStates().map((s) => ({
+      ...s,
+      connected: ingress.sources.includes(s.source),
+      committedSeq: ingress.session(s.source)?.ackedSeq ?? null,
+      ticks: s.nextSeq - 1,
+    })),
+  });
+  ws.route('/metrics', async () => {
+    metrics.ready.set(journal.ready ? 1 : 0);
+    metrics.connections.set(ingress.connectionCount);
+    for (const s of ingest.sourceStates())
+      if (s.lastTickAgeS !== null) metrics.lastTickAge.set({ source: s.source }, s.lastTickAgeS);
+    return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
+  });
+  ws.route('/healthz', () => ({ status: 200, contentType: 'text/plain', body: 'ok\n' }));
+  ws.route('/readyz', () =>
+    journal.ready
+      ? { status: 200, contentType: 'text/plain', body: 'ready\n' }
+      : { status: 503, contentType: 'text/plain', body: 'not ready: the Kafka journal does not commit\n' },
+  );
+  ws.route('/status', () => ({
+    status: 200,
+    contentType: 'application/json',
+    body: JSON.stringify(status()),
+  }));
+  ws.route('/', () => ({ status: 200, contentType: 'text/html; charset=utf-8', body: statusPageHtml }));
+  const httpPort = await ws.start();
+  const ingressPort = await ingress.start();
+  logger.info(
+    { ingress: `${config.ingressHost}:${ingressPort}`, http: `${config.httpHost}:${httpPort}` },
+    'tickstream serving',
+  );
+
+  let stopping: Promise<void> | null = null;
+  const stop = (reason = 'shutdown') => {
+    stopping ??= (async () => {
+      logger.info({ reason }, 'stopping: draining queues and flushing sinks');
+      await ingress.stopAccepting();
+      const drained = await ingest.drain(config.shutdownDeadlineMs);
+      if (!drained)
+        logger.warn('drain deadline passed: un-ACKed ticks stay with their EAs and will be resent');
+      ingress.closeAll(ErrorCode.SHUTTING_DOWN, 'the bridge is shutting down: reconnect later');
+      await journal.close(2000);
+      await redis?.close(2000);
+      await ws.close('the bridge is shutting down');
+      clearInterval(retention);
+      await loader?.close();
+      await ingest.close();
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+  return { ingressPort, httpPort, registry, stop };
+}
+
+export function createLoader(
+  config: Config,
+  registry: Registry,
+  logger: Logger,
+  crashPoint?: (name: string) => void,
+): PostgresLoader {
+  return new PostgresLoader({
+    brokers: config.kafkaBrokers,
+    groupId: config.loaderGroupId,
+    ticksTopic: config.ticksTopic,
+    barsTopic: config.barsTopic,
+    postgresUrl: config.postgresUrl,
+    schema: config.postgresSchema,
+    maxBatchTicks: config.loaderMaxBatchTicks,
+    retentionDays: config.postgresRetentionDays,
+    registry,
+    logger: logger.child({ part: 'loader' }),
+    ...(crashPoint ? { crashPoint } : {}),
+  });
+}
