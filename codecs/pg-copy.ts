@@ -79,7 +79,8 @@ export class CopyEncoder {
     const source = Buffer.from(batch.source, 'utf8');
     const symbols = batch.symbols.map((s) => Buffer.from(s, 'utf8'));
     const longest = Math.max(0, ...symbols.map((s) => s.length));
-    this.#reset((to - from) * (2 + 11 * 4 + 8 * 8 + source.length + longest));
+    // Per row: field count, 11 lengths, 9 eight-byte values, two texts.
+    this.#reset((to - from) * (2 + 11 * 4 + 9 * 8 + source.length + longest));
     for (let i = from; i < to; i++) {
       this.#i16(11);
       this.#text(source);

@@ -164,13 +164,7 @@ export class PostgresLoader {
           );
           const row = rows[0] as { next_offset: string; generation: string };
           owned.generation = Number(row.generation);
-          await new Promise<void>((resolve, reject) =>
-            this.#consumer.seek(
-              { topic: a.topic, partition: a.partition, offset: Number(row.next_offset) },
-              10_000,
-              (e) => (e ? reject(e) : resolve()),
-            ),
-          );
+          await this.#seek(a.topic, a.partition, Number(row.next_offset));
           owned.ready = true;
           this.#consumer.resume([{ topic: a.topic, partition: a.partition }]);
         }
@@ -183,6 +177,25 @@ export class PostgresLoader {
         this.#m.errors.inc();
         this.#o.logger.warn({ err: (err as Error).message }, 'loader could not claim partitions; retrying');
         await new Promise((r) => setTimeout(r, this.#nextBackoff()));
+      }
+    }
+  }
+
+  /**
+   * Seeks a partition to the offset Postgres holds. Right after an assignment librdkafka refuses
+   * a seek ("Erroneous state") until its fetcher has started: that is retried quietly.
+   */
+  async #seek(topic: string, partition: number, offset: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await new Promise<void>((resolve, reject) =>
+          this.#consumer.seek({ topic, partition, offset }, 10_000, (e) => (e ? reject(e) : resolve())),
+        );
+        return;
+      } catch (err) {
+        if ((err as RdKafka.LibrdKafkaError).code !== RdKafka.CODES.ERRORS.ERR__STATE || attempt >= 100)
+          throw err;
+        await new Promise((r) => setTimeout(r, 50));
       }
     }
   }
@@ -255,7 +268,8 @@ export class PostgresLoader {
         { err: (err as Error).message, partition: key },
         'loader transaction failed; retrying from the stored offset',
       );
-      await client?.query('rollback').catch(() => undefined);
+      // Closing the connection aborts the transaction, also mid-COPY (a ROLLBACK would queue
+      // behind the unfinished COPY and hang).
       client?.release(true);
       client = null;
       await new Promise((r) => setTimeout(r, this.#nextBackoff()));
@@ -282,11 +296,7 @@ export class PostgresLoader {
         this.#owned.delete(key);
         return;
       }
-      await new Promise<void>((resolve, reject) =>
-        this.#consumer.seek({ topic, partition, offset: Number(row.next_offset) }, 10_000, (e) =>
-          e ? reject(e) : resolve(),
-        ),
-      );
+      await this.#seek(topic, partition, Number(row.next_offset));
       owned.ready = true;
     } catch {
       // Postgres still down: the next batch from this partition is skipped until a rewind works.
@@ -314,6 +324,9 @@ export class PostgresLoader {
       new Date(Math.floor(lo / DAY) * DAY).toISOString(),
       new Date(Math.floor(hi / DAY) * DAY).toISOString(),
     ]);
+    // Encoded before the COPY opens, so an encoding error cannot leave a COPY half written.
+    // The encoder's output is a view of a reused buffer: keep copies.
+    const chunks = batches.map((b) => Buffer.from(this.#encoder.ticks(b)));
     const stream = client.query(
       copyFrom(
         `copy ticks (source, seq, symbol, time, server_time_msc, bid, ask, last, volume, volume_real, flags) from stdin (format binary)`,
@@ -321,13 +334,10 @@ export class PostgresLoader {
     );
     const done = once(stream, 'finish');
     stream.write(this.#encoder.header());
-    let written = 0;
-    for (const b of batches) {
-      // The encoder's output is a view of a reused buffer: write a copy.
-      stream.write(Buffer.from(this.#encoder.ticks(b)));
-      written += b.length;
-      if (written >= rows / 2) this.#o.crashPoint?.('loader-mid-copy');
-    }
+    chunks.forEach((chunk, i) => {
+      stream.write(chunk);
+      if (i === chunks.length >> 1) this.#o.crashPoint?.('loader-mid-copy');
+    });
     stream.end(this.#encoder.trailer());
     await done;
     return rows;

@@ -96,6 +96,32 @@ describe('binary COPY encoder against the real Postgres', () => {
     );
   });
 
+  it('a batch larger than the encoder buffer (every row at its widest) goes in whole', async () => {
+    const n = 5000;
+    const long = 'S'.repeat(64);
+    const b = allocTickBatch('x'.repeat(64), [long], n);
+    for (let i = 0; i < n; i++) {
+      b.seq[i] = 1_000_000 + i;
+      b.utcMsc[i] = 1_700_000_000_000 + i;
+      b.serverTimeMsc[i] = 1_700_007_200_000 + i;
+      b.bid[i] = 1 + i / 1e5;
+      b.ask[i] = 1.0001 + i / 1e5;
+      b.flags[i] = 6;
+    }
+    b.length = n;
+    await client.query(`truncate ${schema}.ticks`);
+    const enc = new CopyEncoder();
+    await copy('ticks', [enc.header(), Buffer.from(enc.ticks(b)), enc.trailer()]);
+    const { rows } = await client.query(
+      `select count(*)::int as n, min(seq)::text as lo, max(seq)::text as hi, sum(bid) as s from ${schema}.ticks`,
+    );
+    expect(rows[0]).toEqual({ n, lo: '1000000', hi: String(1_000_000 + n - 1), s: expect.any(Number) });
+    expect(rows[0].s).toBeCloseTo(
+      Array.from(b.bid.subarray(0, n)).reduce((a, v) => a + v, 0),
+      6,
+    );
+  });
+
   it('bar rows: NaN last prices become NULL, mean spread computed', async () => {
     const enc = new CopyEncoder();
     const bar = {
