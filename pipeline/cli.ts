@@ -9,6 +9,7 @@ import { parseArgs } from '../bridge/args.js';
 import { simMain } from '../bridge/sim.js';
 import { TickstreamError } from '../codecs/errors.js';
 import { configKeys, loadConfig } from './config.js';
+import { demoMain } from './demo.js';
 import { crashPointFromEnv } from './faults.js';
 import { createLogger } from './logger.js';
 import { createLoader, serve } from './serve.js';
@@ -25,6 +26,10 @@ function configFrom(argv: string[]) {
 }
 
 const commands: Record<string, Command> = {
+  demo: {
+    summary: 'the main job end to end: serve, feed the MT5 export and a synthetic stream, print every sink',
+    run: (argv) => demoMain(argv),
+  },
   serve: {
     summary: 'run the bridge: EA ingress → Kafka journal, Redis, websockets, Postgres loader',
     run: async (argv) => {
