@@ -44,6 +44,8 @@ export interface ClientOptions {
   /** Drop all memory (an EA restart) after this many ticks are ACKed, once. */
   restartAfterAcked?: number;
   onProgress?: (s: ClientStats) => void;
+  /** Test aid: the n-th TICKS frame is "lost in transit" once (not sent), so the bridge sees a gap. */
+  dropFrame?: number;
 }
 
 export interface ClientStats {
@@ -74,6 +76,7 @@ export class BridgeClient {
   #ready = false;
   #writable = true;
   #backoff = BACKOFF_MIN_MS;
+  #framesSent = 0;
   #pollTimer: NodeJS.Timeout | null = null;
   #heartbeatTimer: NodeJS.Timeout | null = null;
   #done: { resolve: (s: ClientStats) => void; reject: (e: Error) => void } | null = null;
@@ -296,11 +299,12 @@ export class BridgeClient {
       let n = 1;
       const max = Math.min(this.#maxTicksPerFrame, this.#creditLimit - first, this.#capture.nextSeq - first);
       while (n < max && this.#capture.at(first + n).symbol === symbol) n++;
-      this.#send(
-        socket,
-        MessageType.TICKS,
-        msg.encodeTicks({ symbolId: symbol + 1, firstSeq: first, count: n }, this.#structs(first, n)),
-      );
+      if (++this.#framesSent !== this.#o.dropFrame)
+        this.#send(
+          socket,
+          MessageType.TICKS,
+          msg.encodeTicks({ symbolId: symbol + 1, firstSeq: first, count: n }, this.#structs(first, n)),
+        );
       this.stats.sent += n;
       if (first <= this.#highestSent) this.stats.resent += Math.min(n, this.#highestSent - first + 1);
       this.#highestSent = Math.max(this.#highestSent, first + n - 1);

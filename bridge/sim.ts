@@ -26,6 +26,8 @@ export interface SimOptions {
   maxBufferedTicks: number;
   tls?: { ca?: string; rejectUnauthorized: boolean };
   restartAfterAcked?: number;
+  /** Test aid: the n-th TICKS frame is lost once (the bridge must ask for a RESEND). */
+  dropFrame?: number;
   onProgress?: (s: ClientStats, total: number) => void;
 }
 
@@ -130,6 +132,7 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
     pollIntervalMs: 10,
     ...(o.tls ? { tls: o.tls } : {}),
     ...(o.restartAfterAcked !== undefined ? { restartAfterAcked: o.restartAfterAcked } : {}),
+    ...(o.dropFrame !== undefined ? { dropFrame: o.dropFrame } : {}),
     onProgress: (s) => o.onProgress?.(s, client.total),
   });
   const stats = await client.run();
@@ -141,7 +144,9 @@ const HELP = `usage: tickstream sim [--file PATH [--format mt5|dukascopy|histdat
                      [--synthetic --symbols N --rate TICKS_PER_S --duration S --seed K]
                      [--source ID] [--server-tz ZONE | --server-utc-offset HOURS] [--speed max|N]
                      [--host H] [--port P] [--secret S] [--struct-size 60|52] [--tls [--ca FILE] [--insecure]]
-                     [--restart-after N] [--progress] [--dry-run]`;
+                     [--restart-after N] [--drop-frame N] [--progress] [--dry-run]
+  --restart-after N   forget everything once N ticks are ACKed (an EA restart), resume from HELLO_ACK
+  --drop-frame N      test aid: the N-th TICKS frame is lost once, so the bridge sends RESEND`;
 
 /** The CLI entry; returns the exit code. */
 export async function simMain(argv: string[]): Promise<number> {
@@ -214,6 +219,7 @@ export async function simMain(argv: string[]): Promise<number> {
         }
       : {}),
     ...(flags['restart-after'] ? { restartAfterAcked: Number(flags['restart-after']) } : {}),
+    ...(flags['drop-frame'] ? { dropFrame: Number(flags['drop-frame']) } : {}),
     onProgress: (s, t) => {
       if (!progress || Date.now() - lastDraw < 200) return;
       lastDraw = Date.now();

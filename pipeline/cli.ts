@@ -14,6 +14,7 @@ import { crashPointFromEnv } from './faults.js';
 import { createLogger } from './logger.js';
 import { createLoader, serve } from './serve.js';
 import { runSmoke } from './smoke.js';
+import { verifyMain } from './verify.js';
 
 type Command = { summary: string; run: (argv: string[]) => Promise<number> };
 
@@ -70,6 +71,10 @@ const commands: Record<string, Command> = {
   sim: {
     summary: 'stream an MT5 export, a CSV or a synthetic feed to the bridge, as an EA would (sim --help)',
     run: (argv) => simMain(argv),
+  },
+  verify: {
+    summary: 'audit the journal and Postgres per source: holes, duplicates, rows missing or extra',
+    run: (argv) => verifyMain(argv),
   },
   smoke: {
     summary: 'one round trip through Kafka, Redis, Postgres and a uWS websocket',

@@ -61,6 +61,8 @@ export interface JournalOptions {
   logger: Logger;
   /** Fault injection for tests: called at 'journal-mid-transaction' and 'journal-during-abort'. */
   crashPoint?: (name: string) => void;
+  /** Test-only: throws at named points (pipeline/faults.ts). */
+  failPoint?: (name: string) => void;
   librdkafka?: Record<string, string | number | boolean>;
 }
 
@@ -319,6 +321,7 @@ export class KafkaJournal {
         });
       }
       this.#o.crashPoint?.('journal-mid-transaction');
+      this.#o.failPoint?.('journal-commit');
       for (;;) {
         try {
           await this.#call('commitTransaction', (cb) =>

@@ -122,9 +122,52 @@ export interface SimResult {
 }
 
 /** Runs `tickstream sim` to its end (killed by pid after `timeoutMs`). */
-export async function runSim(args: string[], timeoutMs = 120_000): Promise<SimResult> {
-  const child = spawn(process.execPath, [cliPath, 'sim', ...args], {
+export function runSim(args: string[], timeoutMs = 120_000): Promise<SimResult> {
+  return runCli(['sim', ...args], {}, timeoutMs);
+}
+
+/** Polls `probe` until it returns true or the time is up; returns the last verdict. */
+export async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Ports free right now on loopback (for processes that must come back on the same port). */
+export async function freePorts(count: number): Promise<number[]> {
+  const { createServer } = await import('node:net');
+  const servers = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const s = createServer();
+      await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+      return s;
+    }),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+/** `serveArgs` with fixed ports instead of 0. */
+export function withPorts(args: string[], ingressPort: number, httpPort: number): string[] {
+  const out = [...args];
+  out[out.indexOf('--ingress-port') + 1] = String(ingressPort);
+  out[out.indexOf('--http-port') + 1] = String(httpPort);
+  return out;
+}
+
+/** Runs any `tickstream` subcommand to its end. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 120_000,
+): Promise<SimResult> {
+  const child = spawn(process.execPath, [cliPath, ...args], {
     cwd: repoRoot,
+    env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -140,12 +183,33 @@ export async function runSim(args: string[], timeoutMs = 120_000): Promise<SimRe
   return { code: code as number | null, output };
 }
 
-/** Polls `probe` until it returns true or the time is up; returns the last verdict. */
-export async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+/** `tickstream verify` over one test's topic and schema. */
+export function verifyArgs(n: Names, waitPostgresS = 60): string[] {
+  return [
+    'verify',
+    '--ticks-topic',
+    n.ticksTopic,
+    '--postgres-schema',
+    n.schema,
+    '--wait-postgres',
+    String(waitPostgresS),
+  ];
+}
+
+/** A `tickstream` long-running process (loader, serve without waiting for ports). */
+export function startCli(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [cliPath, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  return { child, exited, output: () => output };
 }
