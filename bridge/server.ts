@@ -75,6 +75,8 @@ export class Session {
   creditLimit = 0;
   readonly symbols = new Map<number, string>();
   hello: msg.Hello | null = null;
+  /** HELLO_ACK went out: ACKs may follow (never before it). */
+  helloAcked = false;
   /** A RESEND went out; frames are dropped until the expected seq arrives. */
   resendSent = false;
   closed = false;
@@ -154,7 +156,7 @@ export class IngressServer {
   /** Ticks up to `ackedSeq` of `source` are durable: tell its EA, with new credit if there is room. */
   ack(source: string, ackedSeq: number): void {
     const s = this.#bySource.get(source);
-    if (!s || s.closed || ackedSeq <= s.ackedSeq) return;
+    if (!s || s.closed || !s.helloAcked || ackedSeq <= s.ackedSeq) return;
     s.ackedSeq = ackedSeq;
     this.#sendAck(s);
   }
@@ -171,7 +173,7 @@ export class IngressServer {
 
   /** Re-sends ACK with fresh credit to every session (called when room returns). */
   refreshCredit(): void {
-    for (const s of this.#bySource.values()) if (!s.closed) this.#sendAck(s);
+    for (const s of this.#bySource.values()) if (!s.closed && s.helloAcked) this.#sendAck(s);
   }
 
   /** Stops accepting; open sessions stay until `closeAll`. */
@@ -227,11 +229,12 @@ export class IngressServer {
     const heard = () => {
       if (!s.hello) return;
       clearTimeout(silence);
-      silence = setTimeout(
-        () =>
-          this.#reject(s, ErrorCode.HEARTBEAT_TIMEOUT, `nothing heard for ${this.#o.heartbeatTimeoutMs} ms`),
-        this.#o.heartbeatTimeoutMs,
-      );
+      silence = setTimeout(() => {
+        // While we do not read (backpressure, rate limit, resume pending) silence is ours.
+        if (socket.isPaused()) heard();
+        else
+          this.#reject(s, ErrorCode.HEARTBEAT_TIMEOUT, `nothing heard for ${this.#o.heartbeatTimeoutMs} ms`);
+      }, this.#o.heartbeatTimeoutMs);
     };
     s.send(MessageType.CHALLENGE, msg.encodeChallenge({ nonce }));
 
@@ -374,6 +377,7 @@ export class IngressServer {
         s.expectedSeq = state.nextSeq;
         s.ackedSeq = state.nextSeq - 1;
         s.creditLimit = state.nextSeq + (this.#h.hasRoom() ? this.#o.creditWindowTicks : 0);
+        s.helloAcked = true;
         s.send(
           MessageType.HELLO_ACK,
           msg.encodeHelloAck({

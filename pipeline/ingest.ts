@@ -72,6 +72,8 @@ export class Ingest implements IngressHandler {
   readonly #poisonedFrom = new Map<string, number>();
   readonly #lastTickAt = new Map<string, number>();
   readonly #clocks = new Map<string, ServerClock>();
+  /** Per source: the next seq after what the journal has committed. */
+  readonly #durableNext = new Map<string, number>();
   readonly #clockWarned = new Set<string>();
   #server: IngressServer | null = null;
   #queuedTicks = 0;
@@ -89,6 +91,7 @@ export class Ingest implements IngressHandler {
     this.#reseq = new Resequencer((source, result) => this.#release(source, result));
     this.#bars = new BarAggregator({ closeGraceMs: 5000 });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
+    for (const [source, state] of options.states) this.#durableNext.set(source, state.nextSeq);
   }
 
   attach(server: IngressServer): void {
@@ -127,6 +130,12 @@ export class Ingest implements IngressHandler {
     this.#flush(source);
     while (this.#reseq.pending(source) > 0 || this.#pending.has(source))
       await new Promise((r) => setTimeout(r, 1));
+    // …and committed: HELLO_ACK promises exactly what is durable, never ticks still in flight.
+    while ((this.#durableNext.get(source) ?? 1) < (this.#o.states.get(source)?.nextSeq ?? 1)) {
+      const failed = this.#o.journal.failure;
+      if (failed) throw failed;
+      await new Promise((r) => setTimeout(r, 2));
+    }
     this.#poisonedFrom.delete(source);
     const state = this.#o.states.get(source);
     return {
@@ -353,6 +362,7 @@ export class Ingest implements IngressHandler {
         () => {
           this.#queuedTicks -= batch.length;
           this.#o.metrics.ticksCommitted.inc({ source }, batch.length);
+          this.#durableNext.set(source, lastSeq + 1);
           if (batch.receivedAtMs)
             this.#o.metrics.receiptToCommit.observe(
               (performance.timeOrigin + performance.now() - batch.receivedAtMs) / 1000,

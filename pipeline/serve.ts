@@ -213,6 +213,7 @@ export function createLoader(
   return new PostgresLoader({
     brokers: config.kafkaBrokers,
     groupId: config.loaderGroupId,
+    instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
     postgresUrl: config.postgresUrl,

@@ -161,6 +161,11 @@ export class KafkaJournal {
     this.#m.queuedLimit.set(options.maxQueuedBytes);
   }
 
+  /** Why the journal stopped for good (fenced, fatal), or null while it works. */
+  get failure(): TickstreamError | null {
+    return this.#dead;
+  }
+
   get ready(): boolean {
     return this.#ready && !this.#dead;
   }

@@ -27,6 +27,11 @@ import { migrate, quoteIdent } from './migrate.js';
 export interface LoaderOptions {
   brokers: string;
   groupId: string;
+  /**
+   * Static group membership (`group.instance.id`): a loader restarted under the same id takes
+   * its partitions back at once instead of waiting out the dead member's session.
+   */
+  instanceId: string;
   ticksTopic: string;
   barsTopic: string;
   postgresUrl: string;
@@ -70,6 +75,9 @@ export class PostgresLoader {
       {
         'metadata.broker.list': options.brokers,
         'group.id': options.groupId,
+        'group.instance.id': `${options.groupId}-${options.instanceId}`,
+        'session.timeout.ms': 10_000,
+        'heartbeat.interval.ms': 1000,
         'enable.auto.commit': false,
         'enable.auto.offset.store': false,
         'isolation.level': 'read_committed',
