@@ -206,6 +206,8 @@ export class IngressServer {
   #accept(socket: net.Socket): void {
     const s = new Session(socket);
     socket.setNoDelay(true);
+    // Before any write: a peer that resets at once must not crash the bridge (unhandled 'error').
+    socket.on('error', () => undefined); // 'close' follows; a reset peer is normal life for an EA
     if (this.#stopping) {
       s.fail(ErrorCode.SHUTTING_DOWN, 'the bridge is shutting down: reconnect later');
       return;
@@ -253,7 +255,6 @@ export class IngressServer {
         this.#onFrame(s, frame.type, frame.payload, nonce, receivedAtMs, socket);
       }
     });
-    socket.on('error', () => undefined); // 'close' follows; a reset peer is normal life for an EA
     socket.on('close', () => {
       clearTimeout(silence);
       const cut = s.closed ? null : decoder.end();
@@ -288,6 +289,16 @@ export class IngressServer {
     if (!s.hello && type !== MessageType.HELLO) {
       if (type === MessageType.BYE) socket.end();
       else this.#reject(s, ErrorCode.PROTOCOL_STATE, `expected HELLO first, got message type ${type}`);
+      return;
+    }
+    // Frames pipelined behind HELLO (same chunk) would meet a session without its resume state.
+    if (
+      !s.helloAcked &&
+      type !== MessageType.HELLO &&
+      type !== MessageType.BYE &&
+      type !== MessageType.ERROR
+    ) {
+      this.#reject(s, ErrorCode.PROTOCOL_STATE, `message type ${type} sent before HELLO_ACK: wait for it`);
       return;
     }
     switch (type) {

@@ -17,7 +17,7 @@
  *   ERROR      u16 code (ERROR_WIRE_CODES), str message
  *   BYE        str reason
  * `credit_limit` is exclusive: the EA may send ticks with seq < credit_limit. A source id is 1-64
- * bytes of [A-Za-z0-9._-]; a symbol name 1-64 bytes of UTF-8.
+ * bytes of [A-Za-z0-9._-]; a symbol name 1-64 bytes of UTF-8 without control characters.
  */
 import { ErrorCode, TickstreamError } from './errors.js';
 import { MAX_PROTOCOL_VERSION, MessageType, MIN_PROTOCOL_VERSION } from './frame.js';
@@ -232,6 +232,13 @@ class Reader {
     const n = this.u16(what);
     this.#need(n, what);
     const v = this.#b.toString('utf8', this.#o, this.#o + n);
+    // Control characters (NUL among them) are no part of a name, and Postgres text refuses NUL.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+    if (/[\u0000-\u001f\u007f]/.test(v))
+      throw new TickstreamError(
+        ErrorCode.FRAME_PAYLOAD,
+        `${what} ${JSON.stringify(v)} contains control characters`,
+      );
     this.#o += n;
     return v;
   }
@@ -245,6 +252,13 @@ class Reader {
       );
     this.#need(n, what);
     const v = this.#b.toString('utf8', this.#o, this.#o + n);
+    // Control characters (NUL among them) are no part of a name, and Postgres text refuses NUL.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+    if (/[\u0000-\u001f\u007f]/.test(v))
+      throw new TickstreamError(
+        ErrorCode.FRAME_PAYLOAD,
+        `${what} ${JSON.stringify(v)} contains control characters`,
+      );
     this.#o += n;
     return v;
   }

@@ -23,6 +23,8 @@ import type { TickBatch } from './tick-batch.js';
 
 export const TICK_STRUCT_BYTES = 60;
 export const LEGACY_TICK_STRUCT_BYTES = 52;
+/** time_msc from 3000-01-01 on is refused: no clock means it, and dates stay in range. */
+export const MAX_TIME_MSC = Date.UTC(3000, 0, 1);
 const TWO_32 = 2 ** 32;
 const MAX_HI = 2 ** 21; // hi word of a value below 2^53
 
@@ -65,12 +67,12 @@ export function decodeTicksInto(
     const bid = v.getFloat64(o + 8, true);
     const ask = v.getFloat64(o + 16, true);
     const last = v.getFloat64(o + 24, true);
-    // `!(x >= 0)` is true for NaN and negatives; the finite check covers +Infinity.
-    if (!(bid >= 0 && ask >= 0 && last >= 0) || !Number.isFinite(bid + ask + last)) {
+    // Negative prices are real (exchange spreads, oil futures in 2020); NaN and ±Infinity are not.
+    if (!Number.isFinite(bid + ask + last)) {
       batch.length = n;
       return new TickstreamError(
         ErrorCode.TICK_VALUE,
-        `tick seq ${firstSeq + i}: price not a finite non-negative number (bid ${bid}, ask ${ask}, last ${last})`,
+        `tick seq ${firstSeq + i}: price not a finite number (bid ${bid}, ask ${ask}, last ${last})`,
       );
     }
     const volHi = v.getUint32(o + 36, true);
@@ -93,6 +95,13 @@ export function decodeTicksInto(
       );
     }
     const msc = mscHi * TWO_32 + v.getUint32(o + 40, true);
+    if (msc >= MAX_TIME_MSC) {
+      batch.length = n;
+      return new TickstreamError(
+        ErrorCode.TICK_VALUE,
+        `tick seq ${firstSeq + i}: time_msc ${msc} is past the year 3000: not a tick time`,
+      );
+    }
     batch.seq[n] = firstSeq + i;
     batch.symbolIndex[n] = symbolIndex;
     batch.serverTimeMsc[n] = msc;

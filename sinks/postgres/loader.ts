@@ -4,13 +4,13 @@
  * consumed offsets in `sink_offsets` in the SAME transaction — exactly once, across crashes.
  *
  * Fencing: on every partition assignment the loader bumps that partition's `generation` and
- * seeks to the stored `next_offset`; every commit updates the offset only
- * `WHERE generation = <mine>`. A loader that lost the partition in a rebalance (or came back
- * from a pause) finds 0 rows updated, rolls back, and drops the partition. Kafka's own group
- * offsets are never used.
+ * seeks to the stored `next_offset`. Every transaction first locks the partition's offset row
+ * (`FOR UPDATE`) and checks the generation: a loader that lost the partition in a rebalance
+ * finds another generation, rolls back and drops the partition. Messages below the stored
+ * offset are skipped (already loaded). Kafka's own group offsets are never used.
  *
  * A slow or down Postgres only delays this consumer: the live path never waits for it. On any
- * Postgres error the loader backs off (capped exponential), re-reads its offsets and resumes.
+ * Postgres error the loader backs off (capped exponential) and retries the same messages.
  */
 import { once } from 'node:events';
 import RdKafka from '@confluentinc/kafka-javascript';
@@ -240,75 +240,74 @@ export class PostgresLoader {
     }
   }
 
-  /** One transaction: the rows of `messages` (one partition) and its new offset, fenced. */
+  /**
+   * Loads `messages` (one partition), retrying the same messages with backoff until they are in
+   * or the partition is no longer ours. Nothing is re-fetched after a failure (no seek races).
+   */
   async #load(key: string, messages: Message[]): Promise<void> {
-    const owned = this.#owned.get(key);
+    for (;;) {
+      const owned = this.#owned.get(key);
+      if (!owned?.ready || !this.#running) return;
+      if ((await this.#transaction(key, owned, messages)) !== 'retry') return;
+      await new Promise((r) => setTimeout(r, this.#nextBackoff()));
+    }
+  }
+
+  /**
+   * One transaction: lock the partition's offset row, check the generation (fencing), skip
+   * messages below the stored offset (already loaded), COPY the rest, store the new offset.
+   */
+  async #transaction(key: string, owned: Owned, messages: Message[]): Promise<'done' | 'fenced' | 'retry'> {
     const first = messages[0] as Message;
-    if (!owned) return;
     const started = performance.now();
     let client: pg.PoolClient | null = null;
     try {
       client = await this.#pool.connect();
       await client.query('begin');
-      const isBars = first.topic === this.#o.barsTopic;
-      const rows = isBars ? await this.#copyBars(client, messages) : await this.#copyTicks(client, messages);
-      const last = messages[messages.length - 1] as Message;
-      const updated = await client.query(
-        'update sink_offsets set next_offset = $1 where consumer_group = $2 and topic = $3 and partition = $4 and generation = $5',
-        [last.offset + 1, this.#o.groupId, first.topic, first.partition, owned.generation],
+      const { rows: stored } = await client.query<{ next_offset: string; generation: string }>(
+        'select next_offset, generation from sink_offsets where consumer_group = $1 and topic = $2 and partition = $3 for update',
+        [this.#o.groupId, first.topic, first.partition],
       );
-      if (updated.rowCount !== 1) {
+      const row = stored[0];
+      if (!row || Number(row.generation) !== owned.generation) {
         await client.query('rollback');
         this.#m.batches.inc({ outcome: 'fenced' });
         this.#o.logger.warn({ partition: key }, 'loader fenced: another loader owns this partition now');
         this.#owned.delete(key);
-        return;
+        return 'fenced';
       }
+      const fresh = messages.filter((m) => m.offset >= Number(row.next_offset));
+      const last = fresh[fresh.length - 1];
+      if (!last) {
+        await client.query('rollback');
+        return 'done';
+      }
+      const isBars = first.topic === this.#o.barsTopic;
+      const rows = isBars ? await this.#copyBars(client, fresh) : await this.#copyTicks(client, fresh);
+      await client.query(
+        'update sink_offsets set next_offset = $1 where consumer_group = $2 and topic = $3 and partition = $4',
+        [last.offset + 1, this.#o.groupId, first.topic, first.partition],
+      );
       await client.query('commit');
       this.#backoffMs = 200;
       this.#m.batches.inc({ outcome: 'committed' });
       this.#m.rows.inc({ table: isBars ? 'bars_1m' : 'ticks' }, rows);
       this.#m.copy.observe((performance.now() - started) / 1000);
       if (last.timestamp) this.#m.lagSeconds.set((Date.now() - last.timestamp) / 1000);
+      return 'done';
     } catch (err) {
       this.#m.errors.inc();
       this.#o.logger.warn(
         { err: (err as Error).message, partition: key },
-        'loader transaction failed; retrying from the stored offset',
+        'loader transaction failed; retrying the same records',
       );
       // Closing the connection aborts the transaction, also mid-COPY (a ROLLBACK would queue
       // behind the unfinished COPY and hang).
       client?.release(true);
       client = null;
-      await new Promise((r) => setTimeout(r, this.#nextBackoff()));
-      await this.#rewind(key, owned);
+      return 'retry';
     } finally {
       client?.release();
-    }
-  }
-
-  /** After a failure: back to the offset Postgres holds (and check we still own it). */
-  async #rewind(key: string, owned: Owned): Promise<void> {
-    const [topic, partition] = [
-      key.slice(0, key.lastIndexOf(':')),
-      Number(key.slice(key.lastIndexOf(':') + 1)),
-    ];
-    owned.ready = false;
-    try {
-      const { rows } = await this.#pool.query<{ next_offset: string; generation: string }>(
-        'select next_offset, generation from sink_offsets where consumer_group = $1 and topic = $2 and partition = $3',
-        [this.#o.groupId, topic, partition],
-      );
-      const row = rows[0];
-      if (!row || Number(row.generation) !== owned.generation) {
-        this.#owned.delete(key);
-        return;
-      }
-      await this.#seek(topic, partition, Number(row.next_offset));
-      owned.ready = true;
-    } catch {
-      // Postgres still down: the next batch from this partition is skipped until a rewind works.
-      setTimeout(() => void this.#rewind(key, owned), this.#nextBackoff());
     }
   }
 
@@ -316,22 +315,19 @@ export class PostgresLoader {
     const batches: TickBatch[] = messages
       .filter((m) => m.value)
       .map((m) => decodeTickRecord(m.value as Buffer));
-    let lo = Number.POSITIVE_INFINITY;
-    let hi = Number.NEGATIVE_INFINITY;
+    // The daily partitions of the days present (not of the whole span: one stray old tick
+    // must not create thousands of empty partitions).
+    const days = new Set<number>();
     let rows = 0;
     for (const b of batches) {
-      for (let i = 0; i < b.length; i++) {
-        const t = b.utcMsc[i] as number;
-        if (t < lo) lo = t;
-        if (t > hi) hi = t;
-      }
+      for (let i = 0; i < b.length; i++) days.add(Math.floor((b.utcMsc[i] as number) / DAY));
       rows += b.length;
     }
     if (rows === 0) return 0;
-    await client.query('select tickstream_ensure_partitions($1::date, $2::date)', [
-      new Date(Math.floor(lo / DAY) * DAY).toISOString(),
-      new Date(Math.floor(hi / DAY) * DAY).toISOString(),
-    ]);
+    for (const day of [...days].sort((x, y) => x - y)) {
+      const d = new Date(day * DAY).toISOString();
+      await client.query('select tickstream_ensure_partitions($1::date, $1::date)', [d]);
+    }
     // Encoded before the COPY opens, so an encoding error cannot leave a COPY half written.
     // The encoder's output is a view of a reused buffer: keep copies.
     const chunks = batches.map((b) => Buffer.from(this.#encoder.ticks(b)));

@@ -7,11 +7,11 @@ import { encodeFrame, FrameDecoder, MessageType } from '../../codecs/frame.js';
 import { decodeTicksHeader, encodeTicks, TICKS_HEADER_BYTES } from '../../codecs/messages.js';
 import { createServerClock } from '../../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
-import { decodeTicksInto, encodeTickStructs } from '../../codecs/ticks.js';
+import { decodeTicksInto, encodeTickStructs, MAX_TIME_MSC } from '../../codecs/ticks.js';
 
 const utc = createServerClock('UTC');
 const tickArb = fc.record({
-  msc: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  msc: fc.integer({ min: 0, max: MAX_TIME_MSC - 1 }),
   bid: fc.double({ min: 0, max: 1e9, noNaN: true }),
   ask: fc.double({ min: 0, max: 1e9, noNaN: true }),
   last: fc.double({ min: 0, max: 1e9, noNaN: true }),
@@ -116,20 +116,21 @@ describe('MqlTick structs', () => {
     ['NaN bid', { bid: Number.NaN }],
     ['infinite ask', { ask: Number.POSITIVE_INFINITY }],
     ['-infinite last', { last: Number.NEGATIVE_INFINITY }],
-    ['negative bid', { bid: -0.0001 }],
-    ['negative last', { last: -1 }],
     ['NaN volume_real', { volumeReal: Number.NaN }],
     ['negative volume_real', { volumeReal: -1 }],
     ['negative time_msc', { msc: -1 }],
     ['time_msc past 2^53', { msc: 2 ** 53 }],
+    ['time_msc from the year 3000', { msc: Date.UTC(3000, 0, 1) }],
     ['volume past 2^53', { volume: 2 ** 53 }],
   ])('refuses %s with ERR_TICK_VALUE', (_, bad) => {
     expect(decodeOne(bad)?.code).toBe(ErrorCode.TICK_VALUE);
   });
 
-  it('allows zero prices (exchange symbols may lack a side) and -0', () => {
+  it('allows zero prices (exchange symbols may lack a side), -0 and negative prices (spreads, futures)', () => {
     expect(decodeOne({ bid: 0, ask: 0, last: 0 })).toBeNull();
     expect(decodeOne({ bid: -0 })).toBeNull();
+    expect(decodeOne({ bid: -37.63, ask: -37.5, last: -37.6 })).toBeNull();
+    expect(decodeOne({ msc: Date.UTC(3000, 0, 1) - 1 })).toBeNull();
   });
 
   it('keeps the ticks before a bad one and names its seq', () => {
