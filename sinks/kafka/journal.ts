@@ -82,6 +82,8 @@ type KafkaError = Error & {
 
 const TXN_TIMEOUT_MS = 30_000;
 const CALL_TIMEOUT_MS = 10_000;
+/** A transaction open this long means the broker is not answering: /readyz says so. */
+const STALL_MS = 5000;
 const FENCED_CODES = new Set([
   RdKafka.CODES.ERRORS.ERR__FENCED,
   RdKafka.CODES.ERRORS.ERR_PRODUCER_FENCED,
@@ -97,6 +99,8 @@ export class KafkaJournal {
   #timer: NodeJS.Timeout | null = null;
   #ready = false;
   #dead: TickstreamError | null = null;
+  /** performance.now() when the open transaction began; 0 when none is open. */
+  #txnStartedAt = 0;
   #closing = false;
   readonly #m;
 
@@ -166,8 +170,13 @@ export class KafkaJournal {
     return this.#dead;
   }
 
+  /**
+   * True while transactions commit. A transaction open for longer than STALL_MS (the broker is
+   * unreachable: librdkafka keeps retrying the commit) also makes the journal not ready.
+   */
   get ready(): boolean {
-    return this.#ready && !this.#dead;
+    const stalled = this.#txnStartedAt > 0 && performance.now() - this.#txnStartedAt > STALL_MS;
+    return this.#ready && !this.#dead && !stalled;
   }
 
   get queuedBytes(): number {
@@ -304,6 +313,7 @@ export class KafkaJournal {
   /** One attempt: begin, produce everything, commit. Aborts on failure; the caller retries. */
   async #transaction(batch: Pending[]): Promise<'committed' | 'retry' | 'fatal'> {
     const started = performance.now();
+    this.#txnStartedAt = started;
     try {
       await this.#call('beginTransaction', (cb) => this.#producer.beginTransaction(cb));
       const states = new Map<string, SourceState>();
@@ -345,6 +355,8 @@ export class KafkaJournal {
       return 'committed';
     } catch (err) {
       return this.#recover(err as KafkaError, batch);
+    } finally {
+      this.#txnStartedAt = 0;
     }
   }
 

@@ -29,11 +29,11 @@ export interface JournalTick {
  */
 export async function readJournalTicks(
   topic: string,
-  options: { expected?: number; idleMs?: number; timeoutMs?: number } = {},
+  options: { expected?: number; idleMs?: number; timeoutMs?: number; brokers?: string } = {},
 ): Promise<JournalTick[]> {
   const consumer = new RdKafka.KafkaConsumer(
     {
-      'metadata.broker.list': '127.0.0.1:9092',
+      'metadata.broker.list': options.brokers ?? '127.0.0.1:9092',
       'group.id': `independent-${process.pid}-${Date.now()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',
