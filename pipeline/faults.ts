@@ -4,6 +4,8 @@
  *   TICKSTREAM_CRASH_AFTER=<n>        … on the n-th time (default 1)
  *   TICKSTREAM_FAIL_AT=<point>        throw an error at <point> once (on the TICKSTREAM_FAIL_AFTER-th
  *                                    time), e.g. journal-commit: the transaction fails and aborts
+ *   TICKSTREAM_SLOW_AT=<point>        wait TICKSTREAM_SLOW_MS (default 200) at <point> every time,
+ *                                    e.g. journal-commit: a deliberately slow journal
  * Crash points: after-decode-before-produce, journal-mid-transaction, after-commit-before-ack,
  * bridge-mid-resend, journal-during-abort, loader-mid-copy. Fail points: journal-commit. The
  * line "crash point <point> hit" (or "fail point … hit") goes to stderr first, so a test can
@@ -33,4 +35,13 @@ export function failPointFromEnv(env: NodeJS.ProcessEnv = process.env): ((name: 
     writeSync(2, `fail point ${name} hit\n`);
     throw new Error(`injected failure at ${name} (TICKSTREAM_FAIL_AT)`);
   };
+}
+
+export function slowPointFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): ((name: string) => Promise<void>) | undefined {
+  const at = env['TICKSTREAM_SLOW_AT'];
+  if (!at) return undefined;
+  const ms = Number(env['TICKSTREAM_SLOW_MS'] ?? 200);
+  return (name: string) => (name === at ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve());
 }

@@ -15,7 +15,7 @@ import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
 import type { Config } from './config.js';
-import { crashPointFromEnv, failPointFromEnv } from './faults.js';
+import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
 import { createPipelineMetrics } from './metrics.js';
@@ -36,6 +36,7 @@ export async function serve(config: Config): Promise<Running> {
   const metrics = createPipelineMetrics(registry);
   const crashPoint = crashPointFromEnv();
   const failPoint = failPointFromEnv();
+  const slowPoint = slowPointFromEnv();
   const started = Date.now();
   const noAuth = Object.keys(config.sourceSecrets).length === 0;
   if (noAuth && !LOOPBACK.test(config.ingressHost)) {
@@ -66,6 +67,7 @@ export async function serve(config: Config): Promise<Running> {
     logger: logger.child({ part: 'journal' }),
     ...(crashPoint ? { crashPoint } : {}),
     ...(failPoint ? { failPoint } : {}),
+    ...(slowPoint ? { slowPoint } : {}),
   });
   await journal.start();
   const states = await readSourceStates({ brokers: config.kafkaBrokers, sourcesTopic: config.sourcesTopic });

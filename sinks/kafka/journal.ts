@@ -63,6 +63,8 @@ export interface JournalOptions {
   crashPoint?: (name: string) => void;
   /** Test-only: throws at named points (pipeline/faults.ts). */
   failPoint?: (name: string) => void;
+  /** Test-only: waits at named points (a deliberately slow journal). */
+  slowPoint?: (name: string) => Promise<void>;
   librdkafka?: Record<string, string | number | boolean>;
 }
 
@@ -337,6 +339,7 @@ export class KafkaJournal {
       }
       this.#o.crashPoint?.('journal-mid-transaction');
       this.#o.failPoint?.('journal-commit');
+      await this.#o.slowPoint?.('journal-commit');
       for (;;) {
         try {
           await this.#call('commitTransaction', (cb) =>

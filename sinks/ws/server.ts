@@ -287,7 +287,12 @@ export class WsServer {
   }
 
   async close(reason = 'server shutting down'): Promise<void> {
-    for (const ws of [...this.#clients]) ws.end(1001, reason);
+    // A client that does not read would hold the close handshake (and the process) for uWS's
+    // close timeout: it is cut at once; the others get a proper close with the reason.
+    for (const ws of [...this.#clients]) {
+      if (ws.getBufferedAmount() > 0) ws.close();
+      else ws.end(1001, reason);
+    }
     if (this.#listen) uws.us_listen_socket_close(this.#listen);
     this.#listen = null;
   }
@@ -314,11 +319,11 @@ export class WsServer {
     }
     const prev = c.conflated.get(key);
     const last = idx[idx.length - 1] as number;
-    c.conflated.set(key, {
-      json: tickMessage(batch, symbol, [last], 'ticks', (prev?.skipped ?? 0) + idx.length - 1),
-      skipped: (prev?.skipped ?? 0) + idx.length - 1,
-    });
-    this.#m.conflated.inc(idx.length - 1);
+    // All but the newest tick of this slice are skipped, and so is the tick held back before it.
+    const more = idx.length - 1 + (prev ? 1 : 0);
+    const skipped = (prev?.skipped ?? 0) + more;
+    c.conflated.set(key, { json: tickMessage(batch, symbol, [last], 'ticks', skipped), skipped });
+    this.#m.conflated.inc(more);
   }
 
   #drain(ws: Socket): void {

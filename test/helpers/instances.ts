@@ -46,11 +46,12 @@ export function ownKafka(port: number, controllerPort: number): Instance {
 }
 
 /** redis-server with an append-only file, so what it acknowledged survives a restart. */
-export function ownRedis(port: number): Instance {
+export function ownRedis(port: number): Instance & { pid(): number } {
   const dir = mkdtempSync(join(tmpdir(), 'ts-redis-'));
   let child: ChildProcess | null = null;
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: () => child?.pid ?? 0,
     start: async () => {
       child = spawn(
         'redis-server',
@@ -89,6 +90,7 @@ export function ownRedis(port: number): Instance {
       await exited;
     },
     destroy: async function (this: Instance) {
+      if (child?.pid) process.kill(child.pid, 'SIGCONT');
       await this.stop();
       rmSync(dir, { recursive: true, force: true });
     },
