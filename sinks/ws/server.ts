@@ -237,13 +237,15 @@ export class WsServer {
     for (const [sym, idx] of rows) {
       const symbol = batch.symbols[sym] as string;
       const key = `${batch.source}:${symbol}`;
-      const json = tickMessage(batch, symbol, idx);
+      // Encoded to bytes once: uWS would convert a string again for every client.
+      const json = Buffer.from(tickMessage(batch, symbol, idx));
       let binary: Uint8Array | null = null;
       this.#latest.set(key, {
         source: batch.source,
         symbol,
         json: tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
       });
+      let sent = 0;
       for (const ws of this.#clients) {
         const c = ws.getUserData();
         if (!(c.channels.has('*') || c.channels.has(symbol) || c.channels.has(key))) continue;
@@ -255,9 +257,10 @@ export class WsServer {
           binary ??= this.#encoder.encode(pick(batch, idx));
           ws.send(binary, true);
         } else ws.send(json, false);
-        this.#m.messages.inc();
-        this.#m.ticks.inc(idx.length);
+        sent++;
       }
+      this.#m.messages.inc(sent);
+      this.#m.ticks.inc(sent * idx.length);
     }
     if (batch.receivedAtMs) this.#m.latency.observe((now - batch.receivedAtMs) / 1000);
   }
