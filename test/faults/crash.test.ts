@@ -3,14 +3,14 @@
 // ACKed. Checked by a plain consumer that shares no code with the sinks, by `tickstream verify`
 // (journal and Postgres), and by reading the Redis streams.
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readJournalTicks } from '../helpers/independent.js';
 import {
+  captured,
   freePorts,
   isolatedNames,
   type Names,
-  POSTGRES_DB,
+  removeNames,
   runCli,
   runSim,
   type ServeProcess,
@@ -21,34 +21,20 @@ import {
 } from '../helpers/procs.js';
 
 const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
-const db = new pg.Client({ connectionString: POSTGRES_DB });
 const cleanups: Names[] = [];
 
 beforeAll(async () => {
   await redis.connect();
-  await db.connect();
 });
 afterAll(async () => {
-  for (const n of cleanups) {
-    const keys = await redis.keys(`${n.redisPrefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    await db.query(`drop schema if exists "${n.schema}" cascade`);
-  }
+  await removeNames(cleanups);
   await redis.quit();
-  await db.end();
 });
 
 interface Run {
   names: Names;
   sources: string[];
   perSource: number;
-}
-
-/** Ticks a sim run captured (and had ACKed), from its summary line. */
-function captured(output: string): number {
-  const m = /(\d+) ticks captured and ACKed/.exec(output);
-  if (!m) throw new Error(`no sim summary in: ${output}`);
-  return Number(m[1]);
 }
 
 /** Synthetic terminals: `rate × duration` ticks each over 3 symbols, sent as fast as credit allows. */

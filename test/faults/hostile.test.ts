@@ -30,9 +30,11 @@ import {
 import * as msg from '../../codecs/messages.js';
 import { readJournalTicks } from '../helpers/independent.js';
 import {
+  captured,
   isolatedNames,
   type Names,
   POSTGRES_DB,
+  removeNames,
   runCli,
   runSim,
   type ServeProcess,
@@ -67,11 +69,7 @@ beforeAll(async () => {
 afterAll(async () => {
   // Processes we started, by pid. A clean SIGTERM exit also says none of them crashed.
   const codes = await Promise.all(serves.map((s) => s.stop()));
-  for (const n of cleanups) {
-    const keys = await redis.keys(`${n.redisPrefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    await db.query(`drop schema if exists "${n.schema}" cascade`);
-  }
+  await removeNames(cleanups);
   await redis.quit();
   await db.end();
   expect(
@@ -307,13 +305,6 @@ async function expectRefused(c: Raw, code: ErrorCode, withErrorFrame = true): Pr
   if (!withErrorFrame) return;
   expect(c.error()?.code, c.describe()).toBe(code);
   expect(c.frames.at(-1)?.type, 'ERROR is the last frame before the close').toBe(MessageType.ERROR);
-}
-
-/** Ticks a sim run captured and had ACKed, from its summary line. */
-function captured(output: string): number {
-  const m = /(\d+) ticks captured and ACKed/.exec(output);
-  if (!m) throw new Error(`no sim summary in: ${output}`);
-  return Number(m[1]);
 }
 
 /** Rows of `tickstream verify`'s table: source → [journal ticks, "first..last"]. */

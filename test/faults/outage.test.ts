@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { readJournalTicks } from '../helpers/independent.js';
 import { type Instance, ownKafka, ownPostgres, ownRedis } from '../helpers/instances.js';
 import {
+  captured,
   freePorts,
   isolatedNames,
   POSTGRES_DB,
@@ -46,12 +47,6 @@ async function metric(httpPort: number, name: string): Promise<number> {
     if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{'))
       sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   return sum;
-}
-
-function captured(output: string): number {
-  const m = /(\d+) ticks captured and ACKed/.exec(output);
-  if (!m) throw new Error(`no sim summary in: ${output}`);
-  return Number(m[1]);
 }
 
 /** A terminal streaming `rate` ticks/s in real time for `seconds`. */

@@ -14,13 +14,12 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { Redis } from 'ioredis';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
+  captured,
   isolatedNames,
   type Names,
-  POSTGRES_DB,
+  removeNames,
   runSim,
   type ServeProcess,
   serveArgs,
@@ -36,30 +35,9 @@ const SYMBOLS = 5;
 /** Readers must have every tick this long after the sim has its last ACK. */
 const READER_LAG_MS = 10_000;
 
-const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
-const db = new pg.Client({ connectionString: POSTGRES_DB });
 const cleanups: Names[] = [];
 
-beforeAll(async () => {
-  await redis.connect();
-  await db.connect();
-});
-afterAll(async () => {
-  for (const n of cleanups) {
-    const keys = await redis.keys(`${n.redisPrefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    await db.query(`drop schema if exists "${n.schema}" cascade`);
-  }
-  await redis.quit();
-  await db.end();
-});
-
-/** Ticks a sim run captured (and had ACKed), from its summary line. */
-function captured(output: string): number {
-  const m = /(\d+) ticks captured and ACKed/.exec(output);
-  if (!m) throw new Error(`no sim summary in: ${output}`);
-  return Number(m[1]);
-}
+afterAll(() => removeNames(cleanups));
 
 /** A synthetic terminal streaming `rate` ticks/s over 5 symbols in real time for `seconds`. */
 function simArgs(source: string, port: number, rate: number, seconds: number, seed: number): string[] {

@@ -165,22 +165,11 @@ export async function runCli(
   env: Record<string, string> = {},
   timeoutMs = 120_000,
 ): Promise<SimResult> {
-  const child = spawn(process.execPath, [cliPath, ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const [code] = await once(child, 'exit');
+  const p = startCli(args, env);
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
+  const code = await p.exited;
   clearTimeout(timer);
-  return { code: code as number | null, output };
+  return { code, output: p.output() };
 }
 
 /** `tickstream verify` over one test's topic and schema. */
@@ -212,4 +201,30 @@ export function startCli(args: string[], env: Record<string, string> = {}) {
   });
   const exited = once(child, 'exit').then(([code]) => code as number | null);
   return { child, exited, output: () => output };
+}
+
+/** Ticks a sim run captured and had ACKed, from its summary line. */
+export function captured(output: string): number {
+  const m = /(\d+) ticks captured and ACKed/.exec(output);
+  if (!m) throw new Error(`no sim summary in: ${output}`);
+  return Number(m[1]);
+}
+
+/** Removes the Redis keys and Postgres schemas of tests' isolated names. */
+export async function removeNames(all: readonly Names[]): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const pg = (await import('pg')).default;
+  const redis = new Redis('redis://127.0.0.1:6379');
+  const db = new pg.Client({ connectionString: POSTGRES_DB });
+  await db.connect();
+  try {
+    for (const n of all) {
+      const keys = await redis.keys(`${n.redisPrefix}:*`);
+      if (keys.length) await redis.del(...keys);
+      await db.query(`drop schema if exists "${n.schema}" cascade`);
+    }
+  } finally {
+    await redis.quit();
+    await db.end();
+  }
 }
