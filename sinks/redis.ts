@@ -31,8 +31,8 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../codecs/bar.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { encodeCommand, RespReplyCounter, RespWriter } from '../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
-import { encodeCommand, RespReplyCounter, RespWriter } from './resp.js';
 
 export interface RedisSinkOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS. */

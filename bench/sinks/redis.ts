@@ -23,9 +23,9 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { encodeCommand } from '../../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
 import { RedisSink } from '../../sinks/redis.js';
-import { encodeCommand } from '../../sinks/resp.js';
 import type { Comparison } from '../report.js';
 
 const run = promisify(execFile);

@@ -11,9 +11,9 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
+import { RespReplyCounter, RespWriter } from '../../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
 import { RedisSink, type RedisSinkOptions } from '../../sinks/redis.js';
-import { RespReplyCounter, RespWriter } from '../../sinks/resp.js';
 
 const url = process.env['TICKSTREAM_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const prefix = `tstest:${randomBytes(4).toString('hex')}`;
