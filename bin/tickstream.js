@@ -15,4 +15,6 @@ if (!existsSync(cli)) {
   process.exit(1);
 }
 const { main } = await import(cli.href);
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// A failed command exits at once: a half-started client (Kafka, Postgres) must not hold it open.
+if (code !== 0) process.exit(code);

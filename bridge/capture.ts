@@ -64,7 +64,9 @@ export class TickCapture {
     cursors: { symbol: string; lastMsc: number; countAtMsc: number }[],
     amnesia: boolean,
   ): void {
-    if (amnesia) {
+    // A bridge that stands outside what this buffer can continue from (it lost data, or another
+    // terminal wrote this source) is followed as after a restart: its state is the truth.
+    if (amnesia || nextSeq < this.bufferStart || nextSeq > this.nextSeq) {
       this.nextSeq = nextSeq;
       this.bufferStart = nextSeq;
       this.#head = 0;

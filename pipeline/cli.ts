@@ -34,7 +34,12 @@ const commands: Record<string, Command> = {
   serve: {
     summary: 'run the bridge: EA ingress → Kafka journal, Redis, websockets, Postgres loader',
     run: async (argv) => {
-      const running = await serve(configFrom(argv));
+      const running = await serve(configFrom(argv), {
+        onFatal: (err) => {
+          process.stderr.write(`tickstream serve: stopped: ${err.message}\n`);
+          process.exit(1);
+        },
+      });
       out(
         `tickstream serving: EA ingress :${running.ingressPort}, websockets/metrics :${running.httpPort} (SIGTERM or Ctrl-C to stop)`,
       );

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { createServerClock } from '../codecs/server-clock.js';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positive = z.coerce.number().int().positive();
@@ -20,9 +21,18 @@ const secrets = z.preprocess(
   (v) => (typeof v === 'string' ? Object.fromEntries(v.split(',').filter(Boolean).map(splitPair)) : v),
   z.record(z.string(), z.string().min(8, 'a source secret must be at least 8 characters')),
 );
+/** A server time zone rule the clock understands (an IANA zone, `+2`, `Europe/Athens+1`, `UTC`). */
+const zoneRule = z.string().superRefine((rule, ctx) => {
+  try {
+    createServerClock(rule);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
 const zones = z.preprocess(
   (v) => (typeof v === 'string' ? Object.fromEntries(v.split(',').filter(Boolean).map(splitPair)) : v),
-  z.record(z.string(), z.string()),
+  z.record(z.string(), zoneRule),
 );
 
 function splitPair(item: string): [string, string] {
@@ -48,8 +58,7 @@ export const configShape = {
   sourceTimeZones: zones
     .default({})
     .describe('Per-source server time zone rules, `src1=Europe/Athens,src2=+2`'),
-  defaultServerTimeZone: z
-    .string()
+  defaultServerTimeZone: zoneRule
     .default('UTC')
     .describe('Server time zone rule for sources not in sourceTimeZones'),
   maxConnections: positive

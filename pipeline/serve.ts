@@ -30,7 +30,12 @@ export interface Running {
 
 const LOOPBACK = /^(127\.|::1$|localhost$)/;
 
-export async function serve(config: Config): Promise<Running> {
+export interface ServeOptions {
+  /** Called after an orderly stop forced by a failure the bridge cannot recover from. */
+  onFatal?: (err: Error) => void;
+}
+
+export async function serve(config: Config, options: ServeOptions = {}): Promise<Running> {
   const logger = createLogger(config.logLevel);
   const registry = new Registry();
   const metrics = createPipelineMetrics(registry);
@@ -85,7 +90,15 @@ export async function serve(config: Config): Promise<Running> {
       registry,
       logger: logger.child({ part: 'redis' }),
     });
-    await redis.start();
+    // A live view: Redis down at start-up does not stop the bridge; the sink keeps retrying.
+    await redis
+      .start()
+      .catch((err: Error) =>
+        logger.warn(
+          { err: err.message },
+          'redis unavailable at start-up: ticks for it are dropped and counted until it answers',
+        ),
+      );
     live.push(redis);
   }
   const ws = new WsServer({
@@ -102,7 +115,23 @@ export async function serve(config: Config): Promise<Running> {
   live.push(ws);
 
   const loader = config.loaderEnabled ? createLoader(config, registry, logger, crashPoint) : null;
-  await loader?.start();
+  // Postgres is never on the live path: the loader starts (and retries) in the background.
+  let loaderStarted = false;
+  let stopped = false;
+  const startLoader = async (delayMs: number): Promise<void> => {
+    if (!loader || stopped) return;
+    try {
+      await loader.start();
+      loaderStarted = true;
+    } catch (err) {
+      logger.warn(
+        { err: (err as Error).message, retryInMs: delayMs },
+        'postgres loader could not start (is Postgres up? --postgres-url); retrying',
+      );
+      setTimeout(() => void startLoader(Math.min(delayMs * 2, 30_000)), delayMs).unref();
+    }
+  };
+  void startLoader(1000);
   const retention = setInterval(() => void loader?.applyRetention().catch(() => undefined), 3_600_000);
   retention.unref();
 
@@ -184,6 +213,16 @@ export async function serve(config: Config): Promise<Running> {
     'tickstream serving',
   );
 
+  // A fenced or fatally failed journal never commits again: stop, and let the caller exit non-zero.
+  const watchdog = setInterval(() => {
+    const failure = journal.failure;
+    if (!failure) return;
+    clearInterval(watchdog);
+    logger.fatal({ err: failure.message }, 'the Kafka journal failed for good: stopping');
+    void stop('journal failed').then(() => options.onFatal?.(failure));
+  }, 1000);
+  watchdog.unref();
+
   let stopping: Promise<void> | null = null;
   const stop = (reason = 'shutdown') => {
     stopping ??= (async () => {
@@ -197,7 +236,9 @@ export async function serve(config: Config): Promise<Running> {
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
       clearInterval(retention);
-      await loader?.close();
+      clearInterval(watchdog);
+      stopped = true;
+      if (loaderStarted) await loader?.close();
       await ingest.close();
       logger.info('stopped');
     })();
