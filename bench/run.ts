@@ -101,7 +101,7 @@ async function runSinks(quick: boolean, notes: string[]): Promise<Comparison[]> 
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, new Set(['quick', 'save-baseline', 'compare']));
+  const { flags } = parseArgs(argv, new Set(['quick', 'save-baseline']));
   const threshold = Number(flags['threshold'] ?? 0.2);
   mkdirSync(resultsDir, { recursive: true });
 
