@@ -25,15 +25,58 @@ export interface Comparison {
   note?: string;
 }
 
+/** Latency from bridge receipt to one sink, in milliseconds. */
+export interface E2eLatency {
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  /** Observations: ticks (HDR in the websocket client) or batches (bridge histograms). */
+  n: number;
+  min?: number;
+  /** How it was measured: an HDR histogram per tick, or a bucket estimate. */
+  method?: string;
+  /** Bucket estimates: observations past the top finite bucket (their quantiles show as the bound). */
+  above_top_ms?: { bound: number; count: number };
+  share_within_2ms?: number;
+  share_within_20ms?: number;
+}
+
+/** One offered load of the end-to-end sweep. Fields marked optional are absent in older results. */
 export interface E2eLevel {
+  label?: string;
+  source?: string;
   target_ticks_per_s: number | 'max';
+  /** Ticks the sim captured and had ACKed. */
   sent: number;
+  /** The sim's own time from connect to its last ACK. */
+  duration_s?: number;
   achieved_ticks_per_s: number;
   zero_loss: boolean;
+  /** expected, kafka, redis, ws, postgres. */
   counts: Record<string, number>;
-  latency_ms: Record<string, { p50: number; p99: number; p999: number; max: number; n: number }>;
+  /** Seconds after the sim's last ACK until each sink held every tick (null: never). */
+  drain_s?: Record<string, number | null>;
+  /** Per sink: ticks ÷ (sending time + its catch-up after the last ACK): the rate it kept up with. */
+  sink_ticks_per_s?: Record<string, number>;
+  /** kafka, redis, ws_publish (bridge histograms), ws (client). */
+  latency_ms: Record<string, E2eLatency>;
+  /** CPU seconds over the sending window, per process (bridge, sim, ws_client, shared servers, machine). */
   cpu_s: Record<string, number>;
+  /** The same as % of one core. */
+  cpu_pct?: Record<string, number>;
   peak_rss_mb: Record<string, number>;
+  bridge_vmhwm_mb?: number;
+  diagnostics?: Record<string, number>;
+  notes?: string[];
+}
+
+export interface E2eTarget {
+  name: string;
+  target: string;
+  measured: string;
+  /** null: this run did not measure it. */
+  met: boolean | null;
 }
 
 export interface BenchRun {
@@ -41,7 +84,16 @@ export interface BenchRun {
   machine: { cpus: number; cpu_model: string; memory_gb: number; node: string; platform: string };
   micro: MicroResult[];
   sinks: Comparison[];
-  e2e?: { levels: E2eLevel[]; e2e_ticks_per_s: number; duration_s_per_level: number };
+  e2e?: {
+    levels: E2eLevel[];
+    /** The highest achieved rate of a level with zero loss in every sink. */
+    e2e_ticks_per_s: number;
+    /** The longest paced level's nominal duration (each level has its own duration_s). */
+    duration_s_per_level: number;
+    targets?: E2eTarget[];
+    method?: Record<string, string>;
+    notes?: string[];
+  };
   notes: string[];
 }
 
@@ -100,57 +152,149 @@ export function markdown(run: BenchRun): string {
   }
   if (run.e2e) {
     lines.push(
-      '| e2e load | achieved ticks/s | zero loss | p50/p99/max → Kafka ack (ms) | p50/p99/max → Redis (ms) | p50/p99/max → ws client (ms) | bridge CPU s | bridge peak RSS |',
+      '| e2e load | achieved ticks/s | ticks (s) | zero loss | → Kafka ack p50/p99/p99.9/max (ms)¹ | → Redis p50/p99/p99.9/max (ms)¹ | → ws client p50/p99/p99.9/max (ms)² | CPU % bridge / sim / ws client / machine³ | peak RSS bridge / sim / ws client |',
     );
-    lines.push('|---|---:|---|---|---|---|---:|---:|');
+    lines.push('|---|---:|---:|---|---|---|---|---|---|');
+    const num = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(0));
+    const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
     const lat = (l: E2eLevel, k: string) => {
       const x = l.latency_ms[k];
-      return x ? `${x.p50.toFixed(2)} / ${x.p99.toFixed(2)} / ${x.max.toFixed(1)}` : '–';
+      if (!x) return '–';
+      const max = x.above_top_ms ? `>${ms(x.above_top_ms.bound)}` : ms(x.max);
+      return `${ms(x.p50)} / ${ms(x.p99)} / ${ms(x.p999)} / ${max}`;
+    };
+    const loss = (l: E2eLevel) => {
+      if (l.zero_loss) {
+        const late = Object.entries(l.drain_s ?? {})
+          .filter(([, v]) => v !== null && v !== undefined && v > 2)
+          .map(([k, v]) => `${k} +${v?.toFixed(0)} s`);
+        return late.length ? `yes (complete: ${late.join(', ')})` : 'yes';
+      }
+      const expected = l.counts['expected'] ?? l.sent;
+      const short = Object.entries(l.counts)
+        .filter(([k, v]) => k !== 'expected' && v !== expected)
+        .map(([k, v]) => `${k} ${v}`);
+      return `**no**${short.length ? ` (${short.join(', ')} of ${expected})` : ''}`;
     };
     for (const l of run.e2e.levels) {
+      const cpu = l.cpu_pct ?? {};
       lines.push(
-        `| ${l.target_ticks_per_s === 'max' ? 'max' : fmt(l.target_ticks_per_s)}/s | ${fmt(l.achieved_ticks_per_s)} | ${l.zero_loss ? 'yes' : '**no**'} | ${lat(l, 'kafka')} | ${lat(l, 'redis')} | ${lat(l, 'ws')} | ${(l.cpu_s['bridge'] ?? 0).toFixed(1)} | ${(l.peak_rss_mb['bridge'] ?? 0).toFixed(0)} MB |`,
+        `| ${l.target_ticks_per_s === 'max' ? 'max' : `${fmt(l.target_ticks_per_s)}/s`} | ${fmt(l.achieved_ticks_per_s)} | ${fmt(l.sent)}${l.duration_s !== undefined ? ` (${l.duration_s.toFixed(1)} s)` : ''} | ${loss(l)} | ${lat(l, 'kafka')} | ${lat(l, 'redis')} | ${lat(l, 'ws')} | ${l.cpu_pct ? `${num(cpu['bridge'])} / ${num(cpu['sim'])} / ${num(cpu['ws_client'])} / ${num(cpu['machine'])}` : `${(l.cpu_s['bridge'] ?? 0).toFixed(1)} s`} | ${num(l.peak_rss_mb['bridge'])} / ${num(l.peak_rss_mb['sim'])} / ${num(l.peak_rss_mb['ws_client'])} MB |`,
       );
     }
-    lines.push('', `Highest zero-loss load: **${fmt(run.e2e.e2e_ticks_per_s)} ticks/s**`, '');
+    lines.push(
+      '',
+      "¹ estimated from the bridge's Prometheus histogram buckets (delta over the level, one observation per batch); ² measured per tick by a separate websocket client process (HDR histogram); ³ % of one core over the sending window, machine = all cores (includes other users of the machine).",
+      '',
+      `Highest zero-loss load: **${fmt(run.e2e.e2e_ticks_per_s)} ticks/s**`,
+      '',
+    );
+    if (run.e2e.targets?.length) {
+      lines.push('| target | goal | measured | |', '|---|---|---|---|');
+      for (const t of run.e2e.targets)
+        lines.push(
+          `| ${t.name} | ${t.target} | ${t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} |`,
+        );
+      lines.push('');
+    }
+    for (const n of run.e2e.notes ?? []) lines.push(`- ${n}`);
+    for (const l of run.e2e.levels)
+      for (const n of l.notes ?? []) lines.push(`- e2e ${l.label ?? l.target_ticks_per_s}: ${n}`);
   }
   for (const n of run.notes) lines.push(`- ${n}`);
   return lines.join('\n');
 }
 
-/** A two-panel SVG: achieved throughput and p99 latency per load level. */
+/**
+ * A two-panel SVG: achieved throughput per offered load (red where a sink lost ticks), and p99
+ * latency from bridge receipt to the websocket client, the Kafka ack and Redis (log scale: the
+ * levels span microseconds to seconds).
+ */
 export function chart(run: BenchRun): string {
   const levels = run.e2e?.levels ?? [];
-  const w = 720;
-  const h = 300;
+  const w = 820;
+  const h = 320;
   const pad = 50;
   const panelW = (w - 3 * pad) / 2;
-  const bars = (values: number[], x0: number, color: string, unit: string, title: string) => {
-    const max = Math.max(1e-9, ...values.filter(Number.isFinite));
-    const bw = panelW / Math.max(1, values.length) - 8;
-    const parts = [`<text x="${x0}" y="20" font-size="13" font-weight="bold">${title}</text>`];
-    values.forEach((v, i) => {
-      const bh = Number.isFinite(v) ? ((h - 2 * pad) * v) / max : 0;
-      const x = x0 + i * (bw + 8);
-      const label =
-        levels[i]?.target_ticks_per_s === 'max' ? 'max' : fmt(Number(levels[i]?.target_ticks_per_s));
+  const plotH = h - 2 * pad - 20;
+  const base = h - pad;
+  const label = (l: E2eLevel | undefined) =>
+    l?.target_ticks_per_s === 'max' ? 'max' : `${fmt(Number(l?.target_ticks_per_s))}/s`;
+  const parts: string[] = [];
+
+  // Throughput.
+  const tput = levels.map((l) => l.achieved_ticks_per_s);
+  const top = Math.max(1e-9, ...tput.filter(Number.isFinite));
+  const bw = panelW / Math.max(1, levels.length) - 8;
+  parts.push(
+    `<text x="${pad}" y="20" font-size="13" font-weight="bold">achieved ticks/s per offered load</text>`,
+  );
+  levels.forEach((l, i) => {
+    const v = tput[i] ?? 0;
+    const bh = Number.isFinite(v) ? (plotH * v) / top : 0;
+    const x = pad + i * (bw + 8);
+    parts.push(
+      `<rect x="${x}" y="${base - bh}" width="${bw}" height="${bh}" fill="${l.zero_loss ? '#4878d0' : '#d65f5f'}"/>`,
+      `<text x="${x + bw / 2}" y="${base - bh - 4}" font-size="10" text-anchor="middle">${fmt(v)}</text>`,
+      `<text x="${x + bw / 2}" y="${base + 14}" font-size="10" text-anchor="middle">${label(l)}</text>`,
+    );
+  });
+  parts.push(
+    `<line x1="${pad}" y1="${base}" x2="${pad + panelW}" y2="${base}" stroke="#333"/>`,
+    `<text x="${pad}" y="${base + 28}" font-size="10" fill="#d65f5f">red: a sink lost ticks</text>`,
+  );
+
+  // p99 latency, log scale from 0.01 ms.
+  const series = [
+    { key: 'ws', name: 'ws client', color: '#ee854a' },
+    { key: 'kafka', name: 'Kafka ack*', color: '#6acc64' },
+    { key: 'redis', name: 'Redis*', color: '#956cb4' },
+  ];
+  const x0 = 2 * pad + panelW;
+  const p99 = (l: E2eLevel, k: string) => l.latency_ms[k]?.p99 ?? Number.NaN;
+  const all = levels.flatMap((l) => series.map((s) => p99(l, s.key))).filter((v) => v > 0);
+  const lo = 0.01;
+  const hi = Math.max(1, ...all);
+  const y = (v: number) => (v <= lo ? 0 : (plotH * Math.log10(v / lo)) / Math.log10(hi / lo));
+  const gw = panelW / Math.max(1, levels.length);
+  const sw = (gw - 10) / series.length;
+  parts.push(
+    `<text x="${x0}" y="20" font-size="13" font-weight="bold">p99 from bridge receipt (ms, log scale)</text>`,
+  );
+  for (let d = lo; d <= hi * 1.0001; d *= 10) {
+    parts.push(
+      `<line x1="${x0}" y1="${base - y(d)}" x2="${x0 + panelW}" y2="${base - y(d)}" stroke="#ddd"/>`,
+      `<text x="${x0 - 4}" y="${base - y(d) + 3}" font-size="9" text-anchor="end">${d >= 1 ? d.toFixed(0) : d}</text>`,
+    );
+  }
+  levels.forEach((l, i) => {
+    series.forEach((s, j) => {
+      const v = p99(l, s.key);
+      if (!Number.isFinite(v)) return;
+      const bh = y(v);
+      const x = x0 + i * gw + j * sw;
       parts.push(
-        `<rect x="${x}" y="${h - pad - bh}" width="${bw}" height="${bh}" fill="${color}"/>`,
-        `<text x="${x + bw / 2}" y="${h - pad - bh - 4}" font-size="10" text-anchor="middle">${fmt(v)}${unit}</text>`,
-        `<text x="${x + bw / 2}" y="${h - pad + 14}" font-size="10" text-anchor="middle">${label}/s</text>`,
+        `<rect x="${x}" y="${base - bh}" width="${sw - 1}" height="${bh}" fill="${s.color}"/>`,
+        `<text x="${x + sw / 2}" y="${base - bh - 3}" font-size="8" text-anchor="middle">${v >= 10 ? v.toFixed(0) : v.toFixed(1)}</text>`,
       );
     });
-    parts.push(`<line x1="${x0}" y1="${h - pad}" x2="${x0 + panelW}" y2="${h - pad}" stroke="#333"/>`);
-    return parts.join('\n');
-  };
-  const tput = levels.map((l) => l.achieved_ticks_per_s);
-  const p99 = levels.map((l) => l.latency_ms['ws']?.p99 ?? l.latency_ms['kafka']?.p99 ?? Number.NaN);
+    parts.push(
+      `<text x="${x0 + i * gw + (gw - 10) / 2}" y="${base + 14}" font-size="10" text-anchor="middle">${label(l)}</text>`,
+    );
+  });
+  parts.push(`<line x1="${x0}" y1="${base}" x2="${x0 + panelW}" y2="${base}" stroke="#333"/>`);
+  series.forEach((s, j) => {
+    parts.push(
+      `<rect x="${x0 + j * 90}" y="${base + 22}" width="10" height="10" fill="${s.color}"/>`,
+      `<text x="${x0 + j * 90 + 14}" y="${base + 31}" font-size="10">${s.name}</text>`,
+    );
+  });
+
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
-    bars(tput, pad, '#4878d0', '', 'achieved ticks/s per offered load'),
-    bars(p99, 2 * pad + panelW, '#ee854a', ' ms', 'p99 receipt → websocket client (ms)'),
-    `<text x="${pad}" y="${h - 10}" font-size="10">${run.machine.cpus} cores, Node ${run.machine.node}, ${run.started_at}</text>`,
+    ...parts,
+    `<text x="${pad}" y="${h - 6}" font-size="10">${run.machine.cpus} cores, Node ${run.machine.node}, ${run.started_at}; * estimated from the bridge's histogram buckets; ws client measured per tick</text>`,
     '</svg>',
   ].join('\n');
 }
