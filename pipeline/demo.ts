@@ -185,7 +185,11 @@ export async function demoMain(argv: string[]): Promise<number> {
       let n = 0;
       for (const f of feeds) {
         const keys = await redis.keys(`${config.redisKeyPrefix}:ticks:${f.source}:*`);
-        for (const k of keys) n += await redis.xlen(k);
+        // entries-added, not XLEN: MAXLEN ~ trims long streams.
+        for (const k of keys) {
+          const info = (await redis.xinfo('STREAM', k)) as unknown[];
+          n += Number(info[info.indexOf('entries-added') + 1]);
+        }
       }
       return n;
     };

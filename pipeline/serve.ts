@@ -6,7 +6,7 @@
  * exits at once — safe, because nothing un-committed was ever ACKed.
  */
 import { readFileSync } from 'node:fs';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
@@ -38,6 +38,8 @@ export interface ServeOptions {
 export async function serve(config: Config, options: ServeOptions = {}): Promise<Running> {
   const logger = createLogger(config.logLevel);
   const registry = new Registry();
+  // Process CPU, RSS, heap, GC and event-loop lag, as tickstream_process_* / tickstream_nodejs_*.
+  collectDefaultMetrics({ register: registry, prefix: 'tickstream_' });
   const metrics = createPipelineMetrics(registry);
   const crashPoint = crashPointFromEnv();
   const failPoint = failPointFromEnv();

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   isolatedNames,
   POSTGRES_DB,
+  removeNames,
   runCli,
   runSim,
   type ServeProcess,
@@ -71,8 +72,8 @@ afterAll(async () => {
   for (const p of started)
     if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   await serve?.stop();
-  await db.query(`drop schema if exists "${names.schema}" cascade`);
   await db.end();
+  await removeNames([names]);
 }, 60_000);
 
 describe('Postgres loader faults', () => {

@@ -10,7 +10,9 @@ import {
   captured,
   freePorts,
   isolatedNames,
+  type Names,
   POSTGRES_DB,
+  removeNames,
   runCli,
   runSim,
   serveArgs,
@@ -23,6 +25,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const instances: Instance[] = [];
 const schemas: { url: string; schema: string }[] = [];
 const redisPrefixes: string[] = [];
+/** Names whose Kafka topics live on the shared broker. */
+const onShared: Names[] = [];
 
 afterAll(async () => {
   for (const i of instances) await i.destroy();
@@ -38,6 +42,7 @@ afterAll(async () => {
     if (keys.length) await redis.del(...keys);
   }
   await redis.quit();
+  await removeNames(onShared);
 }, 60_000);
 
 async function metric(httpPort: number, name: string): Promise<number> {
@@ -132,6 +137,7 @@ describe('Redis down for 20 s mid-stream', () => {
     instances.push(redisOwn);
     await redisOwn.start();
     const names = isolatedNames('redisdown');
+    onShared.push(names);
     schemas.push({ url: POSTGRES_DB, schema: names.schema });
     const serve = await startServe(serveArgs(names, ['--redis-url', redisOwn.url]));
     const ws = new WebSocket(`ws://127.0.0.1:${serve.httpPort}/ws`);
@@ -192,6 +198,7 @@ describe('Postgres down for 30 s', () => {
     await pgOwn.init();
     await pgOwn.start();
     const names = isolatedNames('pgdown');
+    onShared.push(names);
     redisPrefixes.push(names.redisPrefix);
     const serve = await startServe(serveArgs(names, ['--postgres-url', pgOwn.url]));
     try {

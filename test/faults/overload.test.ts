@@ -3,13 +3,12 @@
 // with SIGSTOP). Every queue stays within its limit, memory does not grow, and every tick
 // accepted into Kafka is there exactly once.
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ownRedis } from '../helpers/instances.js';
 import {
   freePorts,
   isolatedNames,
-  POSTGRES_DB,
+  removeNames,
   runCli,
   serveArgs,
   startCli,
@@ -23,10 +22,7 @@ const redisOwn = ownRedis(redisPort);
 
 afterAll(async () => {
   await redisOwn.destroy();
-  const db = new pg.Client({ connectionString: POSTGRES_DB });
-  await db.connect();
-  await db.query(`drop schema if exists "${names.schema}" cascade`);
-  await db.end();
+  await removeNames([names]);
 }, 60_000);
 
 async function metrics(httpPort: number): Promise<Map<string, number>> {

@@ -210,10 +210,16 @@ export function captured(output: string): number {
   return Number(m[1]);
 }
 
-/** Removes the Redis keys and Postgres schemas of tests' isolated names. */
-export async function removeNames(all: readonly Names[]): Promise<void> {
+/** Removes the Kafka topics, Redis keys and Postgres schemas of tests' isolated names. */
+export async function removeNames(all: readonly Names[], brokers = '127.0.0.1:9092'): Promise<void> {
   const { Redis } = await import('ioredis');
   const pg = (await import('pg')).default;
+  const RdKafka = (await import('@confluentinc/kafka-javascript')).default;
+  const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': brokers });
+  for (const n of all)
+    for (const topic of [n.ticksTopic, n.barsTopic, n.sourcesTopic])
+      await new Promise<void>((resolve) => admin.deleteTopic(topic, 10_000, () => resolve()));
+  admin.disconnect();
   const redis = new Redis('redis://127.0.0.1:6379');
   const db = new pg.Client({ connectionString: POSTGRES_DB });
   await db.connect();

@@ -17,6 +17,7 @@ import {
   dataDir,
   isolatedNames,
   POSTGRES_DB,
+  removeNames,
   runSim,
   type ServeProcess,
   serveArgs,
@@ -103,9 +104,7 @@ describe.skipIf(!haveData)('sim → serve → Kafka, Redis, websockets, Postgres
     everything?.ws.close();
     eurusd?.ws.close();
     expect(await serve?.stop()).toBe(0);
-    const keys = await redis.keys(`${n.redisPrefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    await db.query(`drop schema if exists "${n.schema}" cascade`);
+    await removeNames([n]);
     await redis.quit();
     await db.end();
   }, 60_000);
