@@ -1,5 +1,4 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
@@ -8,6 +7,7 @@ import { decodeTicksHeader, encodeTicks, TICKS_HEADER_BYTES } from '../../codecs
 import { createServerClock } from '../../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
 import { decodeTicksInto, encodeTickStructs, MAX_TIME_MSC } from '../../codecs/ticks.js';
+import { dataDir } from '../helpers/procs.js';
 
 const utc = createServerClock('UTC');
 const tickArb = fc.record({
@@ -170,7 +170,6 @@ describe('MqlTick structs', () => {
   });
 });
 
-const dataDir = fileURLToPath(new URL('../../../shared/data/', import.meta.url));
 const dukascopy = `${dataDir}dukascopy_BTCUSD_ticks_20230220T12_14_utc.csv`;
 
 describe.skipIf(!existsSync(dukascopy))(

@@ -125,7 +125,8 @@ describe('Kafka broker stopped for 20 s mid-stream', () => {
       const v = await runCli([...verifyArgs(names, 90), ...brokerArgs]);
       expect(v.code, v.output).toBe(0);
     } finally {
-      expect(await serve.stop()).toBe(0);
+      const stopCode = await serve.stop();
+      expect(stopCode, `serve said:\n${serve.output().slice(-3000)}`).toBe(0);
     }
   }, 240_000);
 });
@@ -185,7 +186,8 @@ describe('Redis down for 20 s mid-stream', () => {
       expect(seqs.length + dropped).toBeGreaterThanOrEqual(n);
     } finally {
       ws.close();
-      expect(await serve.stop()).toBe(0);
+      const stopCode = await serve.stop();
+      expect(stopCode, `serve said:\n${serve.output().slice(-3000)}`).toBe(0);
     }
   }, 180_000);
 });
@@ -218,7 +220,8 @@ describe('Postgres down for 30 s', () => {
       expect(v.code, `${v.output}\nserve said:\n${serve.output().slice(-4000)}`).toBe(0);
       expect(v.output).toContain(`| pd1 | ${captured(r.output)} |`);
     } finally {
-      expect(await serve.stop()).toBe(0);
+      const stopCode = await serve.stop();
+      expect(stopCode, `serve said:\n${serve.output().slice(-3000)}`).toBe(0);
     }
   }, 180_000);
 });

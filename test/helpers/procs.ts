@@ -8,7 +8,10 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const cliPath = `${repoRoot}bin/tickstream.js`;
-export const dataDir = fileURLToPath(new URL('../../../shared/data/', import.meta.url));
+/** The shared real tick files: ../shared/data next to the repository, or TICKSTREAM_DATA_DIR. */
+export const dataDir = process.env['TICKSTREAM_DATA_DIR']
+  ? `${process.env['TICKSTREAM_DATA_DIR'].replace(/\/$/, '')}/`
+  : fileURLToPath(new URL('../../../shared/data/', import.meta.url));
 export const POSTGRES_DB = 'postgres://postgres@127.0.0.1:5432/tickstream';
 
 /** Names of one test's private Kafka topics, Redis keys and Postgres schema. */
