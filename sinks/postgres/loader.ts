@@ -51,6 +51,7 @@ interface Owned {
 
 type Message = RdKafka.Message;
 const DAY = 86_400_000;
+const ignoreError = (): void => undefined;
 
 export class PostgresLoader {
   readonly #o: LoaderOptions;
@@ -123,9 +124,11 @@ export class PostgresLoader {
 
   async start(): Promise<void> {
     const client = await this.#pool.connect();
+    client.on('error', ignoreError);
     try {
       await migrate(client, this.#o.schema);
     } finally {
+      client.off('error', ignoreError);
       client.release();
     }
     await new Promise<void>((resolve, reject) =>
@@ -263,6 +266,9 @@ export class PostgresLoader {
     let client: pg.PoolClient | null = null;
     try {
       client = await this.#pool.connect();
+      // A checked-out client whose server dies between two queries emits 'error': without a
+      // listener that is an uncaught exception. The next query fails and the retry follows.
+      client.on('error', ignoreError);
       await client.query('begin');
       const { rows: stored } = await client.query<{ next_offset: string; generation: string }>(
         'select next_offset, generation from sink_offsets where consumer_group = $1 and topic = $2 and partition = $3 for update',
@@ -303,10 +309,12 @@ export class PostgresLoader {
       );
       // Closing the connection aborts the transaction, also mid-COPY (a ROLLBACK would queue
       // behind the unfinished COPY and hang).
+      client?.off('error', ignoreError);
       client?.release(true);
       client = null;
       return 'retry';
     } finally {
+      client?.off('error', ignoreError);
       client?.release();
     }
   }
