@@ -60,6 +60,7 @@ export interface ClientStats {
 }
 
 const BACKOFF_MIN_MS = 100;
+const CHALLENGE_TIMEOUT_MS = 10_000;
 const BACKOFF_MAX_MS = 5000;
 
 export class BridgeClient {
@@ -77,6 +78,9 @@ export class BridgeClient {
   #writable = true;
   #backoff = BACKOFF_MIN_MS;
   #framesSent = 0;
+  /** Some connection of this run got a CHALLENGE: a bridge listens there. */
+  #greetedOnce = false;
+  #silentConnects = 0;
   #pollTimer: NodeJS.Timeout | null = null;
   #heartbeatTimer: NodeJS.Timeout | null = null;
   #done: { resolve: (s: ClientStats) => void; reject: (e: Error) => void } | null = null;
@@ -124,6 +128,14 @@ export class BridgeClient {
     );
   }
 
+  /** Stops for good: what went wrong needs a person. */
+  #giveUp(err: TickstreamError): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#cleanup();
+    this.#done?.reject(err);
+  }
+
   #cleanup(): void {
     if (this.#pollTimer) clearInterval(this.#pollTimer);
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
@@ -140,7 +152,23 @@ export class BridgeClient {
     socket.setNoDelay(true);
     this.#socket = socket;
     this.#writable = true;
+    let connected = false;
+    let greeted = false;
+    socket.once(this.#o.tls ? 'secureConnect' : 'connect', () => {
+      connected = true;
+    });
+    // A bridge answers a connection with CHALLENGE at once: silence means something else listens
+    // there (or it expects TLS and we speak plain TCP).
+    const silence = setTimeout(() => {
+      this.stats.lastError = `no CHALLENGE within ${CHALLENGE_TIMEOUT_MS} ms`;
+      socket.destroy();
+    }, CHALLENGE_TIMEOUT_MS);
     socket.on('data', (chunk: Buffer) => {
+      if (!greeted) {
+        greeted = true;
+        this.#greetedOnce = true;
+        clearTimeout(silence);
+      }
       decoder.push(chunk);
       for (let f = decoder.next(); f !== null; f = decoder.next()) {
         if (f instanceof TickstreamError) {
@@ -155,11 +183,29 @@ export class BridgeClient {
       this.#writable = true;
       this.#pump();
     });
-    socket.on('error', (err) => {
+    socket.on('error', (err: NodeJS.ErrnoException) => {
       this.stats.lastError = err.message;
+      // An untrusted certificate needs a person (--ca, --insecure): retrying cannot help.
+      if (err.code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(err.code))
+        this.#giveUp(
+          new TickstreamError(
+            ErrorCode.AUTH,
+            `the bridge's TLS certificate is not trusted (${err.code}: ${err.message}): pass its CA with --ca FILE`,
+          ),
+        );
     });
     socket.on('close', () => {
+      clearTimeout(silence);
       if (this.#socket !== socket) return;
+      if (connected && !greeted && !this.#greetedOnce && ++this.#silentConnects >= 3) {
+        this.#giveUp(
+          new TickstreamError(
+            ErrorCode.HANDSHAKE_TIMEOUT,
+            `${this.#o.host}:${this.#o.port} accepted 3 connections but never sent a CHALLENGE (${this.stats.lastError || 'closed'}): is it a tickstream bridge, and does it expect TLS (--tls)?`,
+          ),
+        );
+        return;
+      }
       this.#ready = false;
       if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
       if (this.#stopped) return;
@@ -252,11 +298,8 @@ export class BridgeClient {
         if (!(e instanceof TickstreamError)) {
           this.stats.lastError = `${e.code}: ${e.message}`;
           // A person must fix these: retrying cannot help.
-          if (e.code === ErrorCode.AUTH || e.code === ErrorCode.STRUCT_SIZE) {
-            this.#stopped = true;
-            this.#cleanup();
-            this.#done?.reject(new TickstreamError(e.code, `the bridge refused this source: ${e.message}`));
-          }
+          if (e.code === ErrorCode.AUTH || e.code === ErrorCode.STRUCT_SIZE)
+            this.#giveUp(new TickstreamError(e.code, `the bridge refused this source: ${e.message}`));
         }
         return;
       }

@@ -116,11 +116,19 @@ export class IngressServer {
     this.#h = handler;
     const onSocket = (socket: net.Socket) => this.#accept(socket);
     this.#server = options.tls
-      ? tls.createServer({ cert: options.tls.cert, key: options.tls.key }, onSocket)
+      ? tls.createServer(
+          // A peer that never completes the TLS handshake must not hold a socket for Node's default 120 s.
+          { cert: options.tls.cert, key: options.tls.key, handshakeTimeout: options.handshakeTimeoutMs },
+          onSocket,
+        )
       : net.createServer(onSocket);
     if (options.tls) {
-      // A client that fails the TLS handshake never reaches #accept; count it all the same.
-      this.#server.on('tlsClientError', () => handler.onRejected(ErrorCode.AUTH, undefined));
+      // A client that fails the TLS handshake never reaches #accept; count it all the same. Node
+      // leaves the socket open after a handshake timeout: it is closed here.
+      this.#server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => {
+        handler.onRejected(ErrorCode.AUTH, undefined);
+        socket.destroy();
+      });
     }
   }
 

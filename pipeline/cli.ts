@@ -34,6 +34,18 @@ const commands: Record<string, Command> = {
   serve: {
     summary: 'run the bridge: EA ingress → Kafka journal, Redis, websockets, Postgres loader',
     run: async (argv) => {
+      // Signals are taken from the first moment: one that comes while starting stops it once up.
+      let signals = 0;
+      let stopWith: ((signal: string) => void) | null = null;
+      let early: string | null = null;
+      const onSignal = (signal: string) => {
+        // A second signal exits at once: safe, nothing uncommitted was ever ACKed.
+        if (++signals > 1) process.exit(1);
+        if (stopWith) stopWith(signal);
+        else early = signal;
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
       const running = await serve(configFrom(argv), {
         onFatal: (err) => {
           process.stderr.write(`tickstream serve: stopped: ${err.message}\n`);
@@ -44,14 +56,8 @@ const commands: Record<string, Command> = {
         `tickstream serving: EA ingress :${running.ingressPort}, websockets/metrics :${running.httpPort} (SIGTERM or Ctrl-C to stop)`,
       );
       await new Promise<void>((resolve) => {
-        let signals = 0;
-        const onSignal = (signal: string) => {
-          // A second signal exits at once: safe, nothing uncommitted was ever ACKed.
-          if (++signals > 1) process.exit(1);
-          running.stop(signal).then(resolve, resolve);
-        };
-        process.on('SIGTERM', onSignal);
-        process.on('SIGINT', onSignal);
+        stopWith = (signal) => void running.stop(signal).then(resolve, resolve);
+        if (early) stopWith(early);
       });
       return 0;
     },

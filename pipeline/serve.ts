@@ -125,6 +125,8 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     try {
       await loader.start();
       loaderStarted = true;
+      // A stop() that came while the loader was starting did not close it: it would keep the process alive.
+      if (stopped) await loader.close();
     } catch (err) {
       logger.warn(
         { err: (err as Error).message, retryInMs: delayMs },
