@@ -80,8 +80,8 @@ export class Session {
   /** A RESEND went out; frames are dropped until the expected seq arrives. */
   resendSent = false;
   closed = false;
-  rateWindowStart = 0;
-  rateTicks = 0;
+  /** performance.now() until which the bridge does not read this connection (rate limit). */
+  rateLimitedUntil = 0;
 
   constructor(socket: net.Socket) {
     this.socket = socket;
@@ -108,6 +108,8 @@ export class IngressServer {
   readonly #server: net.Server;
   readonly #connections = new Set<Session>();
   readonly #bySource = new Map<string, Session>();
+  /** Per source (not per connection: a reconnect gets no fresh budget): a token bucket. */
+  readonly #rateBuckets = new Map<string, { tokens: number; at: number }>();
   #paused = false;
   #stopping = false;
 
@@ -478,25 +480,29 @@ export class IngressServer {
     this.#limitRate(s, count);
   }
 
+  /**
+   * Token bucket per source: `maxTicksPerSecondPerSource` tokens a second, at most one second's
+   * worth saved. A frame may overdraw it; the debt is paid by not reading the connection for as
+   * long as it takes to refill (TCP backpressure), so the long-run rate holds whatever the frame
+   * sizes.
+   */
   #limitRate(s: Session, count: number): void {
-    const now = Date.now();
-    if (now - s.rateWindowStart >= 1000) {
-      s.rateWindowStart = now;
-      s.rateTicks = 0;
-    }
-    s.rateTicks += count;
-    if (this.#rateLimited(s)) {
-      s.socket.pause();
-      setTimeout(
-        () => {
-          if (!this.#paused && !s.closed) s.socket.resume();
-        },
-        1000 - (now - s.rateWindowStart),
-      ).unref();
-    }
+    const limit = this.#o.maxTicksPerSecondPerSource;
+    const now = performance.now();
+    const b = this.#rateBuckets.get(s.source) ?? { tokens: limit, at: now };
+    b.tokens = Math.min(limit, b.tokens + ((now - b.at) * limit) / 1000) - count;
+    b.at = now;
+    this.#rateBuckets.set(s.source, b);
+    if (b.tokens >= 0) return;
+    const waitMs = (-b.tokens / limit) * 1000;
+    s.rateLimitedUntil = now + waitMs;
+    s.socket.pause();
+    setTimeout(() => {
+      if (!this.#paused && !s.closed && !this.#rateLimited(s)) s.socket.resume();
+    }, Math.ceil(waitMs)).unref();
   }
 
   #rateLimited(s: Session): boolean {
-    return s.rateTicks > this.#o.maxTicksPerSecondPerSource && Date.now() - s.rateWindowStart < 1000;
+    return s.rateLimitedUntil > performance.now();
   }
 }

@@ -70,7 +70,9 @@ export const configShape = {
   creditWindowTicks: positive.default(65536).describe('Un-ACKed ticks a source may have in flight'),
   maxTicksPerSecondPerSource: positive
     .default(2_000_000)
-    .describe('Per-source rate limit (ticks/s); over it the bridge stops granting credit'),
+    .describe(
+      'Per-source rate limit (ticks/s, token bucket); over it the bridge stops reading that source (TCP backpressure)',
+    ),
   decodeThreads: positive.default(1).describe('piscina decode workers (2 cores: 1 worker + main thread)'),
   decodeBatchTicks: positive.default(8192).describe('Ticks per decode task'),
   maxQueuedTicks: positive
