@@ -497,9 +497,16 @@ export class IngressServer {
     const waitMs = (-b.tokens / limit) * 1000;
     s.rateLimitedUntil = now + waitMs;
     s.socket.pause();
-    setTimeout(() => {
-      if (!this.#paused && !s.closed && !this.#rateLimited(s)) s.socket.resume();
-    }, Math.ceil(waitMs)).unref();
+    // Timers may fire a little early against performance.now(): check, and wait again if so.
+    const resume = () => {
+      if (s.closed) return;
+      if (this.#rateLimited(s)) {
+        setTimeout(resume, Math.ceil(s.rateLimitedUntil - performance.now()) + 1).unref();
+        return;
+      }
+      if (!this.#paused) s.socket.resume();
+    };
+    setTimeout(resume, Math.ceil(waitMs) + 1).unref();
   }
 
   #rateLimited(s: Session): boolean {

@@ -443,7 +443,7 @@ describe(`instance R: --max-ticks-per-second-per-source ${RATE}`, () => {
     expect(rows.get('lim')).toEqual({ ticks: 20_000, seqs: '1..20000', ok: true });
     const n = captured(other.output);
     expect(rows.get('other')).toEqual({ ticks: n, seqs: `1..${n}`, ok: true });
-  }, 60_000);
+  }, 120_000);
 
   // Frames of up to 16384 ticks overdraw the token bucket; the debt is paid by not reading, so
   // 40000 ticks at 5000/s take at least (40000 − 5000) / 5000 = 7 s, and surely ≥ 3.5 s.
