@@ -101,7 +101,13 @@ export async function demoMain(argv: string[]): Promise<number> {
   const runId = new Date().toISOString().replace(/[-:]/g, '').slice(0, 15).replace('T', '-');
   const mt5Source = `demo-mt5-${runId}`;
   // The export's times are a broker server clock of UTC+2 (../shared/data/README.md).
-  const config: Config = { ...loaded, sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2' } };
+  const config: Config = {
+    ...loaded,
+    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2' },
+    // The demo's own websocket client shares this process's event loop with the bridge: a
+    // larger allowance keeps it from being treated as a slow consumer under the full-speed flood.
+    wsMaxBackpressureBytes: Math.max(loaded.wsMaxBackpressureBytes, 64 << 20),
+  };
 
   out(
     `demo: starting serve (ingress :${config.ingressPort}, http :${config.httpPort}, Kafka ${config.kafkaBrokers})`,
@@ -117,6 +123,7 @@ export async function demoMain(argv: string[]): Promise<number> {
     // A websocket subscriber to everything, measuring bridge receipt → client delivery.
     const latencies: number[] = [];
     const wsTicks = new Map<string, number>();
+    const wsSkipped = new Map<string, number>();
     const ws = new WebSocket(`ws://${config.httpHost}:${running.httpPort}/ws`);
     ws.on('message', (data) => {
       const now = performance.timeOrigin + performance.now();
@@ -124,10 +131,13 @@ export async function demoMain(argv: string[]): Promise<number> {
         type: string;
         source?: string;
         rt?: number;
+        skipped?: number;
         ticks?: unknown[];
       };
       if (m.type !== 'ticks' || !m.source || !m.ticks) return;
       wsTicks.set(m.source, (wsTicks.get(m.source) ?? 0) + m.ticks.length);
+      // Conflated (slow-consumer policy): the ticks left out are counted by the bridge.
+      if (m.skipped) wsSkipped.set(m.source, (wsSkipped.get(m.source) ?? 0) + m.skipped);
       for (let i = 0; i < m.ticks.length; i++) latencies.push(now - (m.rt ?? now));
     });
     await new Promise<void>((resolve, reject) => {
@@ -204,14 +214,18 @@ export async function demoMain(argv: string[]): Promise<number> {
         return 0;
       }
     };
-    const wsCount = async () => feeds.reduce((n, f) => n + (wsTicks.get(f.source) ?? 0), 0);
+    const sum = (m: Map<string, number>) => feeds.reduce((n, f) => n + (m.get(f.source) ?? 0), 0);
+    const wsCount = async () => sum(wsTicks) + sum(wsSkipped);
     await waitUntil(async () => (await pgCount()) >= expected && (await wsCount()) >= expected, 120_000);
     const allS = (performance.now() - started) / 1000;
 
     const counts: [string, number][] = [
       ['kafka (committed, ACKed)', await committed()],
       ['redis streams', await redisCount()],
-      ['websocket client', await wsCount()],
+      [
+        `websocket client (delivered${sum(wsSkipped) ? ` + ${sum(wsSkipped)} conflated` : ''})`,
+        await wsCount(),
+      ],
       ['postgres ticks', await pgCount()],
     ];
     const qs = [0.5, 0.99, 0.999];
