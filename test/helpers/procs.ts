@@ -14,6 +14,16 @@ export const dataDir = process.env['TICKSTREAM_DATA_DIR']
   : fileURLToPath(new URL('../../../shared/data/', import.meta.url));
 export const POSTGRES_DB = 'postgres://postgres@127.0.0.1:5432/tickstream';
 
+/** Children still running; killed by pid when this test process exits, even after a failure. */
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+function track(child: ChildProcess): void {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+}
+
 /** Names of one test's private Kafka topics, Redis keys and Postgres schema. */
 export function isolatedNames(tag: string) {
   const id = `${tag}_${randomUUID().replaceAll('-', '').slice(0, 8)}`;
@@ -80,6 +90,7 @@ export async function startServe(
     env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  track(child);
   let text = '';
   child.stdout?.on('data', (d: Buffer) => {
     text += d.toString();
@@ -195,6 +206,7 @@ export function startCli(args: string[], env: Record<string, string> = {}) {
     env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  track(child);
   let output = '';
   child.stdout.on('data', (d: Buffer) => {
     output += d.toString();
