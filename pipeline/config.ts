@@ -118,6 +118,25 @@ export const configShape = {
     .default('tickstream-pg-loader')
     .describe('Kafka consumer group of the Postgres loader'),
   loaderMaxBatchTicks: positive.default(50_000).describe('Ticks per COPY transaction at most'),
+  loaderHttpPort: port
+    .default(5002)
+    .describe('HTTP port of a standalone `tickstream loader`: /metrics, /healthz, /readyz, /status'),
+  loaderMaxDaysPerTransaction: positive
+    .default(32)
+    .describe(
+      'UTC days (daily tick partitions) one loader transaction writes or creates at most; a record spanning more is parked in ticks_parked',
+    ),
+  loaderMaxBatchAttempts: positive
+    .default(5)
+    .describe(
+      'Tries of a batch that fails with a data error (not an outage) before its records are parked in ticks_parked',
+    ),
+  loaderMaxTickAgeDays: positive
+    .default(3660)
+    .describe('Ticks dated more than this many days ago are parked, not loaded (no partition for them)'),
+  loaderMaxTickFutureDays: positive
+    .default(2)
+    .describe('Ticks dated more than this many days ahead are parked, not loaded (a tick dated 2999)'),
   shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

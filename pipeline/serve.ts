@@ -136,8 +136,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     }
   };
   void startLoader(1000);
-  const retention = setInterval(() => void loader?.applyRetention().catch(() => undefined), 3_600_000);
-  retention.unref();
 
   const ingest = new Ingest({
     config,
@@ -190,6 +188,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       committedSeq: ingress.session(s.source)?.ackedSeq ?? null,
       ticks: s.nextSeq - 1,
     })),
+    loader: loaderStarted ? loader?.status() : null,
   });
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
@@ -200,9 +199,11 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   });
   ws.route('/healthz', () => ({ status: 200, contentType: 'text/plain', body: 'ok\n' }));
   ws.route('/readyz', () =>
-    journal.ready
-      ? { status: 200, contentType: 'text/plain', body: 'ready\n' }
-      : { status: 503, contentType: 'text/plain', body: 'not ready: the Kafka journal does not commit\n' },
+    !journal.ready
+      ? { status: 503, contentType: 'text/plain', body: 'not ready: the Kafka journal does not commit\n' }
+      : loader && !loader.healthy
+        ? { status: 503, contentType: 'text/plain', body: `not ready: ${loader.problems().join('\n')}\n` }
+        : { status: 200, contentType: 'text/plain', body: 'ready\n' },
   );
   ws.route('/status', () => ({
     status: 200,
@@ -239,7 +240,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       await journal.close(2000);
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
-      clearInterval(retention);
       clearInterval(watchdog);
       stopped = true;
       if (loaderStarted) await loader?.close();
@@ -266,6 +266,10 @@ export function createLoader(
     postgresUrl: config.postgresUrl,
     schema: config.postgresSchema,
     maxBatchTicks: config.loaderMaxBatchTicks,
+    maxDaysPerTransaction: config.loaderMaxDaysPerTransaction,
+    maxBatchAttempts: config.loaderMaxBatchAttempts,
+    maxTickAgeDays: config.loaderMaxTickAgeDays,
+    maxTickFutureDays: config.loaderMaxTickFutureDays,
     retentionDays: config.postgresRetentionDays,
     registry,
     logger: logger.child({ part: 'loader' }),

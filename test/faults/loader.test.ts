@@ -31,6 +31,8 @@ const loaderArgs = (instance: string) => [
   instance,
   '--loader-max-batch-ticks',
   '3000',
+  '--loader-http-port',
+  '0',
 ];
 
 async function rows(): Promise<number> {
