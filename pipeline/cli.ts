@@ -4,15 +4,13 @@
  * stack trace unless TICKSTREAM_DEBUG is set.
  */
 
-import { Registry } from 'prom-client';
 import { parseArgs } from '../bridge/args.js';
 import { simMain } from '../bridge/sim.js';
 import { TickstreamError } from '../codecs/errors.js';
 import { configKeys, loadConfig } from './config.js';
 import { demoMain } from './demo.js';
-import { crashPointFromEnv } from './faults.js';
-import { createLogger } from './logger.js';
-import { createLoader, serve } from './serve.js';
+import { loaderMain } from './loader-main.js';
+import { serve } from './serve.js';
 import { runSmoke } from './smoke.js';
 import { verifyMain } from './verify.js';
 
@@ -63,21 +61,9 @@ const commands: Record<string, Command> = {
     },
   },
   loader: {
-    summary: 'run only the Postgres loader (journal → COPY into Postgres, exactly once)',
-    run: async (argv) => {
-      const config = configFrom(argv);
-      const loader = createLoader(config, new Registry(), createLogger(config.logLevel), crashPointFromEnv());
-      await loader.start();
-      out(
-        `tickstream loader: ${config.ticksTopic} → ${config.postgresUrl} (schema ${config.postgresSchema})`,
-      );
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
-      await loader.close();
-      return 0;
-    },
+    summary:
+      'run only the Postgres loader (journal → COPY into Postgres, exactly once); --reset-offsets re-binds',
+    run: (argv) => loaderMain(argv),
   },
   sim: {
     summary: 'stream an MT5 export, a CSV or a synthetic feed to the bridge, as an EA would (sim --help)',
