@@ -5,45 +5,34 @@
  * Exit code 0 only when every source is whole: seqs 1..last each exactly once in the journal,
  * in order, and Postgres equal to it.
  *
+ * Real journals are long and retention deletes their start: a source is audited from its first
+ * retained record, and the seqs before it are reported as removed by retention, apart from
+ * holes. Seqs are held as ranges (seq-ranges.ts) and Postgres is compared as ranges computed by
+ * Postgres itself, so memory follows the number of holes, not of ticks.
+ *
  *   tickstream verify [--source ID] [--no-postgres] [--wait-postgres SECONDS] [--json] [config flags]
  * `--wait-postgres` re-checks Postgres until it has caught up with the journal or the time is
  * up (the loader trails the journal by design).
  */
 import pg from 'pg';
 import { parseArgs } from '../bridge/args.js';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord } from '../codecs/flat-record.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import { quoteIdent } from '../sinks/postgres/migrate.js';
 import { type Config, loadConfig } from './config.js';
-
-/** Seqs seen per source, as a growable count array indexed by seq. */
-class SeqCounts {
-  counts = new Uint8Array(1024);
-  max = 0;
-  total = 0;
-  outOfOrder = 0;
-  #last = 0;
-
-  add(seq: number): void {
-    if (seq >= this.counts.length) {
-      const grown = new Uint8Array(Math.max(seq + 1, this.counts.length * 2));
-      grown.set(this.counts);
-      this.counts = grown;
-    }
-    if (seq <= this.#last) this.outOfOrder++;
-    this.#last = seq;
-    const c = this.counts[seq] as number;
-    if (c < 255) this.counts[seq] = c + 1;
-    if (seq > this.max) this.max = seq;
-    this.total++;
-  }
-}
+import { SeqRanges } from './seq-ranges.js';
 
 export interface SourceReport {
   source: string;
   journalTicks: number;
   firstSeq: number | null;
   lastSeq: number | null;
+  /**
+   * Seqs before the first retained one, in a partition whose start Kafka retention deleted:
+   * gone with the log's start, not holes. The audit starts at the first retained record.
+   */
+  removedByRetention: number;
   holes: number;
   /** First few missing seq ranges, "a-b". */
   holeRanges: string[];
@@ -53,80 +42,99 @@ export interface SourceReport {
   postgresDuplicates: number | null;
   missingFromPostgres: number | null;
   extraInPostgres: number | null;
+  /** Rows for seqs before the journal's first retained one (the journal's retention is shorter). */
+  olderThanJournalInPostgres: number | null;
+  /** Journal seqs the loader set aside in ticks_parked instead of loading (not counted missing). */
+  parkedInPostgres: number | null;
   ok: boolean;
 }
 
-function holesOf(c: SeqCounts): {
-  holes: number;
-  ranges: string[];
-  duplicates: number;
-  first: number | null;
-} {
-  let holes = 0;
-  let duplicates = 0;
-  let first: number | null = null;
-  const ranges: string[] = [];
-  let start = 0;
-  for (let s = 1; s <= c.max + 1; s++) {
-    const n = s <= c.max ? (c.counts[s] as number) : 1;
-    if (n > 0 && first === null && s <= c.max) first = s;
-    if (n > 1) duplicates += n - 1;
-    if (n === 0 && start === 0) start = s;
-    if (n > 0 && start !== 0) {
-      holes += s - start;
-      if (ranges.length < 5) ranges.push(start === s - 1 ? `${start}` : `${start}-${s - 1}`);
-      start = 0;
-    }
-  }
-  return { holes, ranges, duplicates, first };
+interface JournalSource {
+  seqs: SeqRanges;
+  partition: number;
 }
 
-export async function readJournalSeqs(config: Config, only?: string): Promise<Map<string, SeqCounts>> {
-  const bySource = new Map<string, SeqCounts>();
+export async function readJournalSeqs(
+  config: Config,
+  only?: string,
+): Promise<{ sources: Map<string, JournalSource>; logStart: Map<number, number> }> {
+  const sources = new Map<string, JournalSource>();
+  const logStart = new Map<number, number>();
   await readJournal({
     brokers: config.kafkaBrokers,
     topic: config.ticksTopic,
+    onPartitions: (partitions) => {
+      for (const p of partitions) logStart.set(p.partition, p.low);
+    },
     onMessages: (messages) => {
       for (const m of messages) {
         if (only && m.key !== only) continue;
         const batch = decodeTickRecord(m.value);
-        let c = bySource.get(batch.source);
-        if (!c) {
-          c = new SeqCounts();
-          bySource.set(batch.source, c);
+        let s = sources.get(batch.source);
+        if (!s) {
+          s = { seqs: new SeqRanges(), partition: m.partition };
+          sources.set(batch.source, s);
         }
-        for (let i = 0; i < batch.length; i++) c.add(batch.seq[i] as number);
+        for (let i = 0; i < batch.length; i++) s.seqs.add(batch.seq[i] as number);
       }
     },
   });
-  return bySource;
+  return { sources, logStart };
+}
+
+/** Distinct seqs of `sql` (one `seq` column) as ranges, computed by Postgres: islands of runs. */
+async function rangesOf(db: pg.Client, sql: string, params: unknown[]): Promise<SeqRanges> {
+  const { rows } = await db.query<{ lo: string; hi: string }>(
+    `select min(seq)::text as lo, max(seq)::text as hi from (select seq, seq - row_number() over (order by seq) as g from (${sql}) d) x group by g order by min(seq)`,
+    params,
+  );
+  const r = new SeqRanges();
+  for (const row of rows) r.push(Number(row.lo), Number(row.hi));
+  return r;
+}
+
+interface PostgresSide {
+  rows: number;
+  duplicates: number;
+  missing: number;
+  extra: number;
+  older: number;
+  parked: number;
 }
 
 async function postgresCompare(
   db: pg.Client,
   schema: string,
+  hasParked: boolean,
   source: string,
-  journal: SeqCounts,
-): Promise<{ rows: number; duplicates: number; missing: number; extra: number }> {
-  const { rows } = await db.query<{ seq: string; n: string }>(
-    `select seq::text, count(*)::text as n from ${quoteIdent(schema)}.ticks where source = $1 group by seq`,
+  journal: SeqRanges,
+  auditFrom: number,
+): Promise<PostgresSide> {
+  const s = quoteIdent(schema);
+  const { rows: counts } = await db.query<{ n: string; d: string }>(
+    `select count(*)::text as n, count(distinct seq)::text as d from ${s}.ticks where source = $1`,
     [source],
   );
-  let total = 0;
-  let duplicates = 0;
-  let extra = 0;
-  const seen = new Uint8Array(journal.max + 1);
-  for (const r of rows) {
-    const seq = Number(r.seq);
-    const n = Number(r.n);
-    total += n;
-    duplicates += n - 1;
-    if (seq > journal.max || (journal.counts[seq] as number) === 0) extra++;
-    else seen[seq] = 1;
-  }
-  let missing = 0;
-  for (let s = 1; s <= journal.max; s++) if ((journal.counts[s] as number) > 0 && seen[s] === 0) missing++;
-  return { rows: total, duplicates, missing, extra };
+  const rows = Number(counts[0]?.n ?? 0);
+  const duplicates = rows - Number(counts[0]?.d ?? 0);
+  const inPg = await rangesOf(db, `select distinct seq from ${s}.ticks where source = $1`, [source]);
+  const parkedSeqs = hasParked
+    ? await rangesOf(db, `select distinct unnest(seqs) as seq from ${s}.ticks_parked where source = $1`, [
+        source,
+      ])
+    : new SeqRanges();
+  const both = journal.intersect(inPg).size();
+  const parkedOnly = journal.intersect(parkedSeqs);
+  const parked = parkedOnly.size() - parkedOnly.intersect(inPg).size();
+  const older = auditFrom > 1 ? inPg.intersect(SeqRanges.of(1, auditFrom - 1)).size() : 0;
+  return {
+    rows,
+    duplicates,
+    missing: journal.size() - both - parked,
+    extra: inPg.size() - both - older,
+    older,
+    parked,
+  };
 }
 
 export async function verify(
@@ -136,48 +144,68 @@ export async function verify(
   const journal = await readJournalSeqs(config, options.source);
   let db: pg.Client | null = null;
   const pgSources = new Set<string>();
+  let hasParked = false;
   if (options.postgres) {
     db = new pg.Client({ connectionString: config.postgresUrl });
     await db.connect();
-    const { rows } = await db
-      .query<{ source: string }>(`select distinct source from ${quoteIdent(config.postgresSchema)}.ticks`)
-      .catch(() => ({ rows: [] as { source: string }[] }));
+    const s = quoteIdent(config.postgresSchema);
+    const { rows: tables } = await db.query<{ ticks: string | null; parked: string | null }>(
+      'select to_regclass($1)::text as ticks, to_regclass($2)::text as parked',
+      [`${s}.ticks`, `${s}.ticks_parked`],
+    );
+    if (!tables[0]?.ticks) {
+      await db.end();
+      throw new TickstreamError(
+        ErrorCode.POSTGRES,
+        `Postgres schema ${config.postgresSchema} has no ticks table: no loader ever ran against it. Check --postgres-schema, or use --no-postgres`,
+      );
+    }
+    hasParked = Boolean(tables[0]?.parked);
+    const { rows } = await db.query<{ source: string }>(`select distinct source from ${s}.ticks`);
     for (const r of rows) if (!options.source || r.source === options.source) pgSources.add(r.source);
   }
   try {
     const reports: SourceReport[] = [];
-    for (const source of [...new Set([...journal.keys(), ...pgSources])].sort()) {
-      const c = journal.get(source) ?? new SeqCounts();
-      const h = holesOf(c);
-      let p: Awaited<ReturnType<typeof postgresCompare>> | null = null;
+    for (const source of [...new Set([...journal.sources.keys(), ...pgSources])].sort()) {
+      const j = journal.sources.get(source);
+      const seqs = j?.seqs ?? new SeqRanges();
+      const first = seqs.min;
+      // Seqs before the first retained one went with the log's start when retention moved it.
+      const retained = j !== undefined && (journal.logStart.get(j.partition) ?? 0) > 0;
+      const removedByRetention = retained && first !== null ? first - 1 : 0;
+      const auditFrom = first === null ? 1 : retained ? first : 1;
+      const h = seqs.holes(auditFrom);
+      let p: PostgresSide | null = null;
       if (db) {
         const end = Date.now() + options.waitPostgresS * 1000;
         for (;;) {
-          p = await postgresCompare(db, config.postgresSchema, source, c);
+          p = await postgresCompare(db, config.postgresSchema, hasParked, source, seqs, auditFrom);
           if (p.missing === 0 || Date.now() >= end) break;
           await new Promise((r) => setTimeout(r, 500));
         }
       }
       const ok =
-        c.total > 0 &&
-        h.holes === 0 &&
-        h.duplicates === 0 &&
-        c.outOfOrder === 0 &&
-        h.first === 1 &&
-        (p === null || (p.missing === 0 && p.extra === 0 && p.duplicates === 0));
+        seqs.total > 0 &&
+        h.count === 0 &&
+        seqs.duplicates === 0 &&
+        seqs.outOfOrder === 0 &&
+        (p === null || (p.missing === 0 && p.extra === 0 && p.duplicates === 0 && p.parked === 0));
       reports.push({
         source,
-        journalTicks: c.total,
-        firstSeq: h.first,
-        lastSeq: c.total ? c.max : null,
-        holes: h.holes,
+        journalTicks: seqs.total,
+        firstSeq: first,
+        lastSeq: seqs.max,
+        removedByRetention,
+        holes: h.count,
         holeRanges: h.ranges,
-        duplicates: h.duplicates,
-        outOfOrder: c.outOfOrder,
+        duplicates: seqs.duplicates,
+        outOfOrder: seqs.outOfOrder,
         postgresRows: p?.rows ?? null,
         postgresDuplicates: p?.duplicates ?? null,
         missingFromPostgres: p?.missing ?? null,
         extraInPostgres: p?.extra ?? null,
+        olderThanJournalInPostgres: p?.older ?? null,
+        parkedInPostgres: p?.parked ?? null,
         ok,
       });
     }
@@ -203,13 +231,13 @@ export async function verifyMain(argv: string[]): Promise<number> {
       `journal ${config.ticksTopic} on ${config.kafkaBrokers} (read_committed)${noPg ? '' : `, Postgres ${config.postgresSchema}.ticks`}`,
     );
     out(
-      '| source | ticks | seqs | holes | dup | out of order | pg rows | pg missing | pg extra | pg dup | |',
+      '| source | ticks | seqs | removed by retention | holes | dup | out of order | pg rows | pg missing | pg parked | pg extra | pg older than journal | pg dup | |',
     );
-    out('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|');
+    out('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
     const dash = (v: number | null) => (v === null ? '-' : String(v));
     for (const r of reports)
       out(
-        `| ${r.source} | ${r.journalTicks} | ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'} | ${r.holes}${r.holeRanges.length ? ` (${r.holeRanges.join(', ')})` : ''} | ${r.duplicates} | ${r.outOfOrder} | ${dash(r.postgresRows)} | ${dash(r.missingFromPostgres)} | ${dash(r.extraInPostgres)} | ${dash(r.postgresDuplicates)} | ${r.ok ? 'ok' : 'WRONG'} |`,
+        `| ${r.source} | ${r.journalTicks} | ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'} | ${r.removedByRetention} | ${r.holes}${r.holeRanges.length ? ` (${r.holeRanges.join(', ')})` : ''} | ${r.duplicates} | ${r.outOfOrder} | ${dash(r.postgresRows)} | ${dash(r.missingFromPostgres)} | ${dash(r.parkedInPostgres)} | ${dash(r.extraInPostgres)} | ${dash(r.olderThanJournalInPostgres)} | ${dash(r.postgresDuplicates)} | ${r.ok ? 'ok' : 'WRONG'} |`,
       );
   }
   const bad = reports.filter((r) => !r.ok).length;

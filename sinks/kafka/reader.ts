@@ -27,6 +27,8 @@ export interface ReadJournalOptions {
   fromTimeMs?: number;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
+  /** Called once before reading with each partition's log start and end (retention moves the start). */
+  onPartitions?: (partitions: { partition: number; low: number; high: number }[]) => void;
   onMessages: (messages: JournalMessage[]) => void | Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
     }
     const partitions = topic.partitions.map((p) => p.id);
     const high = new Map<number, number>();
+    const bounds: { partition: number; low: number; high: number }[] = [];
     const assignments: { topic: string; partition: number; offset: number }[] = [];
     for (const partition of partitions) {
       const w = await new Promise<RdKafka.WatermarkOffsets>((resolve, reject) =>
@@ -73,6 +76,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
         ),
       );
       high.set(partition, w.highOffset);
+      bounds.push({ partition, low: w.lowOffset, high: w.highOffset });
       let offset = Math.max(w.lowOffset, options.fromOffset ?? 0);
       if (options.fromTimeMs !== undefined) {
         const found = await new Promise<{ offset: number }[]>((resolve, reject) =>
@@ -87,6 +91,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       }
       if (offset < w.highOffset) assignments.push({ topic: options.topic, partition, offset });
     }
+    options.onPartitions?.(bounds);
     if (assignments.length === 0) return { messages: 0 };
     consumer.assign(assignments);
     const consume = (n: number) =>
