@@ -15,7 +15,10 @@ th:first-child,td:first-child{text-align:left} .ok{color:#1a7f37} .bad{color:#cf
 <table id="totals"></table>
 <h2 style="font-size:16px;margin-top:20px">Sources</h2>
 <table id="sources"><tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th></tr></table>
+<h2 style="font-size:16px;margin-top:20px">Postgres loader</h2>
+<table id="loader"></table>
 <script>
+const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 const fmt = (n) => typeof n === 'number' ? n.toLocaleString('en-US', {maximumFractionDigits: 1}) : String(n);
 async function tick() {
   try {
@@ -28,6 +31,10 @@ async function tick() {
     document.getElementById('sources').innerHTML = '<tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th></tr>' +
       s.sources.map((x) => '<tr><td>' + x.source + '</td><td class="' + (x.connected ? 'ok' : 'bad') + '">' + x.connected + '</td><td>' + fmt(x.nextSeq) +
         '</td><td>' + fmt(x.committedSeq) + '</td><td>' + fmt(x.ticks) + '</td><td>' + (x.lastTickAgeS == null ? '–' : fmt(x.lastTickAgeS) + ' s') + '</td></tr>').join('');
+    const head = '<tr><th>partition</th><th>state</th><th>next offset</th><th>records behind</th><th>seconds behind</th><th>problem</th></tr>';
+    document.getElementById('loader').innerHTML = !s.loader ? '<tr><td>not running in this process</td></tr>' : head +
+      s.loader.map((p) => '<tr><td>' + esc(p.partition) + '</td><td class="' + (p.state === 'blocked' ? 'bad' : 'ok') + '">' + p.state + '</td><td>' + fmt(p.nextOffset) +
+        '</td><td>' + fmt(p.lagRecords) + '</td><td>' + fmt(p.lagSeconds) + '</td><td style="text-align:left">' + esc(p.problem ?? '') + '</td></tr>').join('');
   } catch (e) { document.getElementById('ready').textContent = 'unreachable'; }
 }
 tick(); setInterval(tick, 1000);
