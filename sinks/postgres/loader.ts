@@ -128,6 +128,7 @@ export class PostgresLoader {
   #loop: Promise<void> | null = null;
   #timers: NodeJS.Timeout[] = [];
   #lastRecheck = 0;
+  readonly #consumeErrorLoggedAt = new Map<number, number>();
   readonly #m;
 
   constructor(options: LoaderOptions) {
@@ -533,9 +534,13 @@ export class PostgresLoader {
 
   #consumeError(err: RdKafka.LibrdKafkaError): void {
     this.#m.errors.inc({ kind: 'consume' });
+    // The same error comes back on every poll while it lasts: said once per code and 10 s.
+    const now = Date.now();
+    if ((this.#consumeErrorLoggedAt.get(err.code) ?? 0) > now - 10_000) return;
+    this.#consumeErrorLoggedAt.set(err.code, now);
     this.#o.logger.warn(
       { err: err.message, code: err.code },
-      'loader could not consume from Kafka; retrying',
+      'loader could not consume from Kafka; retrying (counted in tickstream_loader_errors_total{kind="consume"})',
     );
   }
 
@@ -862,8 +867,9 @@ export class PostgresLoader {
     try {
       high = this.#consumer.getWatermarkOffsets(topic, partition).highOffset;
       position = this.#consumer.position([{ topic, partition }])[0]?.offset;
-    } catch {
+    } catch (err) {
       // No fetch has reported the watermarks yet: nothing to show until one does.
+      this.#o.logger.debug({ err: (err as Error).message, partition: key }, 'loader lag unknown yet');
       return { records: 0, seconds: 0 };
     }
     const head = o.pending[0];

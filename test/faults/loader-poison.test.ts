@@ -9,6 +9,7 @@ import { isolatedNames, POSTGRES_DB, removeNames, runCli, verifyArgs, waitFor } 
 import {
   createTopic,
   DAY_MS,
+  httpGet,
   type LoaderProcess,
   loaderArgs,
   metric,
@@ -139,6 +140,19 @@ describe('a poison source beside an honest one', () => {
     );
     expect(rows[0].n).toBeLessThanOrEqual(2);
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    // Caught up: no lag on any partition, in the metrics and on /status.
+    expect(
+      await waitFor(async () => (await metric(port, 'tickstream_loader_lag_records')) === 0, 30_000),
+    ).toBe(true);
+    const status = JSON.parse((await httpGet(port, '/status')).body) as {
+      ready: boolean;
+      partitions: { partition: string; state: string; lagRecords: number; lagSeconds: number }[];
+    };
+    expect(status.ready).toBe(true);
+    expect(status.partitions.filter((p) => p.partition.startsWith(`${names.ticksTopic}:`))).toEqual([
+      expect.objectContaining({ state: 'ready', lagRecords: 0, lagSeconds: 0 }),
+      expect.objectContaining({ state: 'ready', lagRecords: 0, lagSeconds: 0 }),
+    ]);
     loader.child.kill('SIGTERM');
     expect(await loader.exited).toBe(0);
   }, 180_000);
