@@ -102,7 +102,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
     let lastProgress = Date.now();
     const idle = options.idleTimeoutMs ?? 10_000;
     for (;;) {
-      const batch = await consume(5000);
+      const batch = await consume(500);
       if (batch.length) {
         lastProgress = Date.now();
         total += batch.length;

@@ -93,6 +93,12 @@ type Outcome =
   | { kind: 'outage' | 'data'; error: Error };
 
 const RECHECK_BLOCKED_MS = 10_000;
+
+/** `topic:partition` keys back to their parts (topic names may hold ':'; partitions never). */
+function partitionOf(key: string): { topic: string; partition: number } {
+  const at = key.lastIndexOf(':');
+  return { topic: key.slice(0, at), partition: Number(key.slice(at + 1)) };
+}
 const RETENTION_INTERVAL_MS = 3_600_000;
 
 /**
@@ -129,6 +135,8 @@ export class PostgresLoader {
   #timers: NodeJS.Timeout[] = [];
   #lastRecheck = 0;
   readonly #consumeErrorLoggedAt = new Map<number, number>();
+  /** Offsets lost to retention already counted, per blocked partition. */
+  readonly #lostCounted = new Map<string, number>();
   readonly #m;
 
   constructor(options: LoaderOptions) {
@@ -360,7 +368,7 @@ export class PostgresLoader {
     await new Promise((r) => setImmediate(r));
     while (!this.#closing) {
       try {
-        const topics = [...new Set(keys.map((k) => k.slice(0, k.lastIndexOf(':'))))];
+        const topics = [...new Set(keys.map((k) => partitionOf(k).topic))];
         if (!this.#admin) throw new Error('the loader is not connected to Kafka yet');
         const logs = await readLogStates(this.#consumer, this.#admin, topics);
         for (const key of keys) {
@@ -381,6 +389,7 @@ export class PostgresLoader {
             );
           }
           owned.blocked = null;
+          this.#lostCounted.delete(key);
           if (binding.lostToRetention > 0) {
             this.#m.lost.inc({ partition: key }, binding.lostToRetention);
             this.#o.logger.warn(
@@ -457,16 +466,18 @@ export class PostgresLoader {
 
   #block(key: string, owned: Owned, binding: Extract<Binding, { ok: false }>): void {
     const first = owned.blocked === null || owned.blocked.message !== binding.message;
-    if (first && binding.lostToRetention > 0) this.#m.lost.inc({ partition: key }, binding.lostToRetention);
+    // Re-checks and re-assignments see the same loss again, or a larger one: count what is new.
+    const counted = this.#lostCounted.get(key) ?? 0;
+    if (binding.lostToRetention > counted) {
+      this.#m.lost.inc({ partition: key }, binding.lostToRetention - counted);
+      this.#lostCounted.set(key, binding.lostToRetention);
+    }
     owned.state = 'blocked';
     owned.blocked = binding;
     owned.pending = [];
     this.#m.blocked.set({ partition: key, reason: binding.reason }, 1);
     if (!owned.paused) {
-      const [topic, partition] = [
-        key.slice(0, key.lastIndexOf(':')),
-        Number(key.slice(key.lastIndexOf(':') + 1)),
-      ];
+      const { topic, partition } = partitionOf(key);
       this.#consumer.pause([{ topic, partition }]);
       owned.paused = true;
     }
@@ -623,10 +634,7 @@ export class PostgresLoader {
     owned.retryAt = 0;
     owned.lastError = '';
     if (owned.paused && owned.state === 'ready') {
-      const [topic, partition] = [
-        key.slice(0, key.lastIndexOf(':')),
-        Number(key.slice(key.lastIndexOf(':') + 1)),
-      ];
+      const { topic, partition } = partitionOf(key);
       this.#consumer.resume([{ topic, partition }]);
       owned.paused = false;
     }
@@ -858,10 +866,7 @@ export class PostgresLoader {
 
   #lagOf(key: string, o: Owned, now: number): { records: number; seconds: number } {
     if (o.state !== 'ready') return { records: 0, seconds: 0 };
-    const [topic, partition] = [
-      key.slice(0, key.lastIndexOf(':')),
-      Number(key.slice(key.lastIndexOf(':') + 1)),
-    ];
+    const { topic, partition } = partitionOf(key);
     let high: number;
     let position: number | undefined;
     try {
