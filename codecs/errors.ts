@@ -34,6 +34,8 @@ export const ErrorCode = {
   TIME_ZONE: 'ERR_TIME_ZONE',
   // Configuration and infrastructure.
   CONFIG: 'ERR_CONFIG',
+  /** A command line the CLI cannot take (unknown flag, missing value, not a number): exit 2. */
+  USAGE: 'ERR_USAGE',
   KAFKA: 'ERR_KAFKA',
   REDIS: 'ERR_REDIS',
   POSTGRES: 'ERR_POSTGRES',

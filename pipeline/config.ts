@@ -123,6 +123,10 @@ export const configShape = {
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')
     .describe('pino log level'),
+  logFormat: z
+    .enum(['auto', 'json', 'pretty'])
+    .default('auto')
+    .describe('Log lines as JSON or readable text; auto: readable on a terminal, JSON otherwise'),
 } as const;
 
 export const configSchema = z.object(configShape).strict();
