@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import RdKafka from '@confluentinc/kafka-javascript';
 import { ByteBuffer } from 'flatbuffers';
 import { TickRecord } from '../../codecs/generated/tick_batch_generated.js';
+import { KAFKA_BROKERS } from './procs.js';
 
 export interface JournalTick {
   source: string;
@@ -33,7 +34,7 @@ export async function readJournalTicks(
 ): Promise<JournalTick[]> {
   const consumer = new RdKafka.KafkaConsumer(
     {
-      'metadata.broker.list': options.brokers ?? '127.0.0.1:9092',
+      'metadata.broker.list': options.brokers ?? KAFKA_BROKERS,
       'group.id': `independent-${process.pid}-${Date.now()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',

@@ -17,6 +17,7 @@ import {
   dataDir,
   isolatedNames,
   POSTGRES_DB,
+  REDIS_URL,
   removeNames,
   runSim,
   type ServeProcess,
@@ -72,7 +73,7 @@ function expectSameTicks(got: JournalTick[], file: FileTick[], checkFlags: boole
 
 describe.skipIf(!haveData)('sim → serve → Kafka, Redis, websockets, Postgres (independent clients)', () => {
   const n = isolatedNames('e2e');
-  const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
   const db = new pg.Client({ connectionString: POSTGRES_DB });
   let serve: ServeProcess;
   const mt5 = haveData ? parseMt5ExportFile(mt5File, 2) : [];
