@@ -108,13 +108,15 @@ export class Ingest implements IngressHandler {
   }
 
   /** Per-source view for the status page. */
-  sourceStates(): { source: string; nextSeq: number; lastTickAgeS: number | null }[] {
+  sourceStates(): { source: string; nextSeq: number; committedSeq: number; lastTickAgeS: number | null }[] {
     const now = Date.now();
     return [...this.#o.states.values()].map((s) => {
       const at = this.#lastTickAt.get(s.source);
       return {
         source: s.source,
         nextSeq: s.nextSeq,
+        // Committed to the journal, whether or not the source is connected now.
+        committedSeq: (this.#durableNext.get(s.source) ?? 1) - 1,
         lastTickAgeS: at === undefined ? null : (now - at) / 1000,
       };
     });

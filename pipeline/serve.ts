@@ -187,7 +187,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     sources: ingest.sourceStates().map((s) => ({
       ...s,
       connected: ingress.sources.includes(s.source),
-      committedSeq: ingress.session(s.source)?.ackedSeq ?? null,
       ticks: s.nextSeq - 1,
     })),
   });

@@ -133,6 +133,20 @@ describe.skipIf(!haveData)('sim → serve → Kafka, Redis, websockets, Postgres
     expect(journal.length).toBe(2 * mt5.length + duka.length);
   });
 
+  it('/status shows every source, disconnected now, with its committed seq equal to what was sent', async () => {
+    const status = (await (await fetch(`http://127.0.0.1:${serve.httpPort}/status`)).json()) as {
+      sources: { source: string; connected: boolean; committedSeq: number; ticks: number }[];
+    };
+    const bySource = new Map(status.sources.map((s) => [s.source, s]));
+    for (const [source, count] of [
+      ['mt5a', mt5.length],
+      ['mt5b', mt5.length],
+      ['duka', duka.length],
+    ] as const) {
+      expect(bySource.get(source)).toMatchObject({ connected: false, committedSeq: count, ticks: count });
+    }
+  });
+
   it('Postgres holds every tick exactly once with the same values', async () => {
     const total = 2 * mt5.length + duka.length;
     const count = async () =>
