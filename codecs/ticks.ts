@@ -1,6 +1,6 @@
 /**
  * MqlTick structs inside a TICKS payload (after its 14-byte header, messages.ts), packed,
- * little-endian (MT5.md):
+ * little-endian (docs/protocol.md, MqlTick):
  *
  *   offset width  field
  *   0      8      time         int64, seconds, broker server time (redundant with time_msc: not read)

@@ -62,7 +62,7 @@ export const configShape = {
     .union([z.literal(''), zoneRule])
     .default('')
     .describe(
-      'Server time zone rule for sources not in sourceTimeZones; empty: such a source is converted with the offset its terminal reports (no DST rule)',
+      "Rule for sources not in sourceTimeZones; empty: use the offset the source's terminal reports (no DST)",
     ),
   maxConnections: positive
     .default(256)

@@ -182,7 +182,7 @@ export class Ingest implements IngressHandler {
     this.#poisonedFrom.delete(source);
     // Before HELLO_ACK: a terminal that contradicts its rule is refused before it sends a tick.
     const hello = this.#server?.session(source)?.hello;
-    if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs, true);
+    if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
     const state = this.#o.states.get(source);
     return {
       nextSeq: state?.nextSeq ?? 1,
@@ -257,7 +257,7 @@ export class Ingest implements IngressHandler {
 
   onHeartbeat(session: Session, hb: Heartbeat): void {
     try {
-      this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs, false);
+      this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
     } catch (err) {
       const e = err as TickstreamError;
       this.#o.metrics.rejectedFrames.inc({ code: e.code });
@@ -278,7 +278,7 @@ export class Ingest implements IngressHandler {
    * refused until the rule or the terminal's clock is fixed; nothing is converted with a rule
    * known to be wrong). Without one: converts with the reported offset from now on.
    */
-  #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number, atHello: boolean): void {
+  #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number): void {
     const configured = this.#configuredRule(source);
     const previous = this.#sourceClocks.get(source);
     const reportedOffsetMs = serverTimeMs - gmtTimeMs;
@@ -321,7 +321,7 @@ export class Ingest implements IngressHandler {
       this.#flush(source);
       this.#o.metrics.clockOffsetChanges.inc({ source });
       this.#o.logger.warn(
-        { source, from: previous.rule, to: rule, atHello },
+        { source, from: previous.rule, to: rule },
         `the terminal of source ${source} now reports ${rule} (was ${previous.rule}): ticks from now on are converted with ${rule}; configure sourceTimeZones so that DST switches apply at the tick's own time`,
       );
     } else if (previous === undefined || previous.ruleFrom !== 'terminal') {
