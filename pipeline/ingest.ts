@@ -206,6 +206,7 @@ export class Ingest implements IngressHandler {
     const clock = this.#sourceClocks.get(source);
     if (!clock || clock.problem !== null) {
       // Unreachable while the bridge asks resume() before reading ticks; never guess a clock.
+      this.#o.metrics.rejectedFrames.inc({ code: ErrorCode.TIME_ZONE });
       session.fail(ErrorCode.TIME_ZONE, `no server clock rule for source ${source}: reconnect`);
       return;
     }
