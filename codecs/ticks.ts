@@ -1,6 +1,6 @@
 /**
  * MqlTick structs inside a TICKS payload (after its 14-byte header, messages.ts), packed,
- * little-endian (MT5.md):
+ * little-endian (docs/protocol.md, MqlTick):
  *
  *   offset width  field
  *   0      8      time         int64, seconds, broker server time (redundant with time_msc: not read)
@@ -13,8 +13,8 @@
  *   52     8      volume_real  double — absent in the 52-byte struct of older terminal builds
  *
  * Decoding appends into a pre-sized TickBatch (no allocation per tick) and validates: prices
- * and volume_real finite and not negative (0 allowed: exchange symbols may lack a side),
- * volume below 2^53, time_msc in [0, 2^53). The structs sit at 60-byte strides, so half of the
+ * finite (zero and negative allowed: a missing side, exchange spreads), volume_real finite and
+ * not negative, volume below 2^53, time_msc in [0, year 3000). The structs sit at 60-byte strides, so half of the
  * doubles are not 8-byte aligned: a DataView reads them (a Float64Array view cannot).
  */
 import { ErrorCode, TickstreamError } from './errors.js';

@@ -9,15 +9,27 @@
  * Backpressure: ticks accepted but not committed are counted against `maxQueuedTicks`; past
  * it the bridge stops reading sockets (TCP backpressure), and while the journal has no room no
  * new credit is granted, so EAs stop sending by themselves.
+ *
+ * Server time (docs/operations.md#server-time-zones): a source with a configured rule
+ * (`sourceTimeZones`, else `defaultServerTimeZone`) is converted with it, and refused with
+ * ERR_TIME_ZONE whenever the clocks its terminal reports (HELLO, every HEARTBEAT) contradict
+ * it; a source without a rule is converted with the offset its terminal reports, re-read at
+ * every heartbeat. Either way no tick is converted with an offset the terminal contradicts.
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
-import { fromWire } from '../codecs/errors.js';
+import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
 import { encodeBar, RecordHeader, SCHEMA_VERSION, TICK_RECORD_CONTENT_TYPE } from '../codecs/flat-record.js';
 import type { Heartbeat } from '../codecs/messages.js';
-import { checkReportedOffset, createServerClock, type ServerClock } from '../codecs/server-clock.js';
+import {
+  checkReportedOffset,
+  createServerClock,
+  formatOffset,
+  reportedOffsetRule,
+  type ServerClock,
+} from '../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import type { JournalRecord, KafkaJournal, SourceState } from '../sinks/kafka/journal.js';
 import { BarAggregator } from './bars.js';
@@ -35,6 +47,8 @@ export interface LiveSink {
 
 interface Chunk {
   session: Session;
+  /** The server clock rule in force when the first of these ticks arrived. */
+  clockRule: string;
   bytes: Uint8Array;
   used: number;
   frames: number[];
@@ -51,6 +65,18 @@ export function decodeWorkerUrl(): string {
   return here.endsWith('.ts')
     ? fileURLToPath(new URL('../dist/pipeline/decode-worker.js', here))
     : fileURLToPath(new URL('./decode-worker.js', here));
+}
+
+/** How a source's server time becomes UTC, as /status shows it. */
+interface SourceClock {
+  /** The rule its ticks are converted with now. */
+  rule: string;
+  /** Where the rule comes from: the config, or the offset the terminal reports (no rule configured). */
+  ruleFrom: 'config' | 'terminal';
+  /** The offset (server − GMT, ms) the terminal last reported. */
+  reportedOffsetMs: number;
+  /** Why the source is refused, while the terminal contradicts the configured rule. */
+  problem: string | null;
 }
 
 export interface IngestOptions {
@@ -72,9 +98,9 @@ export class Ingest implements IngressHandler {
   readonly #poisonedFrom = new Map<string, number>();
   readonly #lastTickAt = new Map<string, number>();
   readonly #clocks = new Map<string, ServerClock>();
+  readonly #sourceClocks = new Map<string, SourceClock>();
   /** Per source: the next seq after what the journal has committed. */
   readonly #durableNext = new Map<string, number>();
-  readonly #clockWarned = new Set<string>();
   #server: IngressServer | null = null;
   #queuedTicks = 0;
   #flushScheduled = false;
@@ -107,17 +133,32 @@ export class Ingest implements IngressHandler {
     return this.#pending.size > 0 || this.#reseq.pending() > 0 || this.#appends > 0;
   }
 
-  /** Per-source view for the status page. */
-  sourceStates(): { source: string; nextSeq: number; committedSeq: number; lastTickAgeS: number | null }[] {
+  /** Per-source view for the status page: every source with a state or a clock heard from it. */
+  sourceStates(): {
+    source: string;
+    nextSeq: number;
+    committedSeq: number;
+    lastTickAgeS: number | null;
+    timeZoneRule: string | null;
+    timeZoneRuleFrom: SourceClock['ruleFrom'] | null;
+    reportedOffset: string | null;
+    clockProblem: string | null;
+  }[] {
     const now = Date.now();
-    return [...this.#o.states.values()].map((s) => {
-      const at = this.#lastTickAt.get(s.source);
+    const sources = new Set([...this.#o.states.keys(), ...this.#sourceClocks.keys()]);
+    return [...sources].map((source) => {
+      const at = this.#lastTickAt.get(source);
+      const clock = this.#sourceClocks.get(source);
       return {
-        source: s.source,
-        nextSeq: s.nextSeq,
+        source,
+        nextSeq: this.#o.states.get(source)?.nextSeq ?? 1,
         // Committed to the journal, whether or not the source is connected now.
-        committedSeq: (this.#durableNext.get(s.source) ?? 1) - 1,
+        committedSeq: (this.#durableNext.get(source) ?? 1) - 1,
         lastTickAgeS: at === undefined ? null : (now - at) / 1000,
+        timeZoneRule: clock?.rule ?? this.#configuredRule(source),
+        timeZoneRuleFrom: clock?.ruleFrom ?? null,
+        reportedOffset: clock ? formatOffset(clock.reportedOffsetMs) : null,
+        clockProblem: clock?.problem ?? null,
       };
     });
   }
@@ -139,6 +180,9 @@ export class Ingest implements IngressHandler {
       await new Promise((r) => setTimeout(r, 2));
     }
     this.#poisonedFrom.delete(source);
+    // Before HELLO_ACK: a terminal that contradicts its rule is refused before it sends a tick.
+    const hello = this.#server?.session(source)?.hello;
+    if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
     const state = this.#o.states.get(source);
     return {
       nextSeq: state?.nextSeq ?? 1,
@@ -159,6 +203,13 @@ export class Ingest implements IngressHandler {
     receivedAtMs: number,
   ): void {
     const source = session.source;
+    const clock = this.#sourceClocks.get(source);
+    if (!clock || clock.problem !== null) {
+      // Unreachable while the bridge asks resume() before reading ticks; never guess a clock.
+      this.#o.metrics.rejectedFrames.inc({ code: ErrorCode.TIME_ZONE });
+      session.fail(ErrorCode.TIME_ZONE, `no server clock rule for source ${source}: reconnect`);
+      return;
+    }
     let chunk = this.#pending.get(source);
     if (chunk && chunk.used + structs.length > chunk.bytes.length) {
       this.#flush(source);
@@ -168,6 +219,7 @@ export class Ingest implements IngressHandler {
       const capacity = Math.max(this.#o.config.decodeBatchTicks, count) * session.structSize;
       chunk = {
         session,
+        clockRule: clock.rule,
         bytes: new Uint8Array(capacity),
         used: 0,
         frames: [],
@@ -205,29 +257,89 @@ export class Ingest implements IngressHandler {
   }
 
   onHeartbeat(session: Session, hb: Heartbeat): void {
-    this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
+    try {
+      this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
+    } catch (err) {
+      const e = err as TickstreamError;
+      this.#o.metrics.rejectedFrames.inc({ code: e.code });
+      this.#server?.failSource(session.source, e.code, e.message);
+      return;
+    }
     const bars = this.#bars.heartbeat(session.source, hb.gmtTimeMs);
     if (bars.length) this.#publishBars(bars, session.source);
   }
 
-  onSessionOpen(session: Session): void {
+  onSessionOpen(_session: Session): void {
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
-    if (session.hello) this.#checkClock(session.source, session.hello.serverTimeMs, session.hello.gmtTimeMs);
   }
 
-  /** Warns (once per source until it agrees again) when the terminal's clock contradicts the rule. */
+  /**
+   * Applies the time-zone policy to the clocks a terminal reports (HELLO, HEARTBEAT). With a
+   * configured rule: throws ERR_TIME_ZONE when the terminal contradicts it (the source is
+   * refused until the rule or the terminal's clock is fixed; nothing is converted with a rule
+   * known to be wrong). Without one: converts with the reported offset from now on.
+   */
   #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number): void {
-    const problem = checkReportedOffset(this.#clockFor(source), serverTimeMs, gmtTimeMs);
-    if (problem === null) this.#clockWarned.delete(source);
-    else if (!this.#clockWarned.has(source)) {
-      this.#clockWarned.add(source);
+    const configured = this.#configuredRule(source);
+    const previous = this.#sourceClocks.get(source);
+    const reportedOffsetMs = serverTimeMs - gmtTimeMs;
+    if (configured !== null) {
+      const problem = checkReportedOffset(this.#clock(configured), serverTimeMs, gmtTimeMs);
+      const message =
+        problem &&
+        `${problem}; source ${source} is refused until sourceTimeZones (--source-time-zones ${source}=RULE) or the terminal's clock is fixed`;
+      this.#sourceClocks.set(source, {
+        rule: configured,
+        ruleFrom: 'config',
+        reportedOffsetMs,
+        problem: message,
+      });
+      if (message === null) return;
       this.#o.metrics.clockMismatches.inc({ source });
-      this.#o.logger.warn({ source }, problem);
+      this.#o.logger.error(
+        { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
+        message,
+      );
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
     }
+    let rule: string;
+    try {
+      rule = reportedOffsetRule(serverTimeMs, gmtTimeMs);
+    } catch (err) {
+      const message = `source ${source} has no time zone rule and its terminal reports an impossible offset (${(err as Error).message}): fix the terminal's clock or configure sourceTimeZones`;
+      this.#sourceClocks.set(source, {
+        rule: previous?.rule ?? '',
+        ruleFrom: 'terminal',
+        reportedOffsetMs,
+        problem: message,
+      });
+      this.#o.metrics.clockMismatches.inc({ source });
+      this.#o.logger.error({ source, reportedOffsetMs }, message);
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
+    }
+    if (previous?.ruleFrom === 'terminal' && previous.rule !== rule && previous.problem === null) {
+      // Ticks already gathered were stamped under the old offset: decode them with it.
+      this.#flush(source);
+      this.#o.metrics.clockOffsetChanges.inc({ source });
+      this.#o.logger.warn(
+        { source, from: previous.rule, to: rule },
+        `the terminal of source ${source} now reports ${rule} (was ${previous.rule}): ticks from now on are converted with ${rule}; configure sourceTimeZones so that DST switches apply at the tick's own time`,
+      );
+    } else if (previous === undefined || previous.ruleFrom !== 'terminal') {
+      this.#o.logger.warn(
+        { source, rule },
+        `source ${source} has no time zone rule: its ticks are converted with the offset its terminal reports (${rule}), re-read at every heartbeat; ticks sent late across a DST switch would be off by the change: configure sourceTimeZones (--source-time-zones ${source}=Europe/Athens)`,
+      );
+    }
+    this.#sourceClocks.set(source, { rule, ruleFrom: 'terminal', reportedOffsetMs, problem: null });
   }
 
-  #clockFor(source: string): ServerClock {
-    const rule = this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone;
+  /** The configured rule of a source, or null when it has none (then its terminal's offset is used). */
+  #configuredRule(source: string): string | null {
+    return this.#o.config.sourceTimeZones[source] ?? (this.#o.config.defaultServerTimeZone || null);
+  }
+
+  #clock(rule: string): ServerClock {
     let clock = this.#clocks.get(rule);
     if (!clock) {
       clock = createServerClock(rule);
@@ -277,7 +389,7 @@ export class Ingest implements IngressHandler {
       source,
       symbols: chunk.symbols,
       structSize: chunk.session.structSize,
-      clockRule: this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone,
+      clockRule: chunk.clockRule,
       recordTicks: this.#o.config.recordTicks,
       bytes,
       frames,
