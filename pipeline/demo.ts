@@ -134,10 +134,14 @@ export async function demoMain(argv: string[]): Promise<number> {
     parsed.flags.keep || (!parsed.flags.exit && process.stdout.isTTY === true && !process.env['CI']);
   const runId = new Date().toISOString().replace(/[-:]/g, '').slice(0, 15).replace('T', '-');
   const mt5Source = `demo-mt5-${runId}`;
+  const synth = `demo-synth-${runId}`;
   // The export's times are a broker server clock of UTC+2 (../shared/data/README.md).
   const config: Config = {
     ...loaded,
-    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2' },
+    // The synthetic terminal's server clock is UTC.
+    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2', [synth]: 'UTC' },
+    // The report is read by a person: its log lines are readable too, unless JSON was asked for.
+    logFormat: loaded.logFormat === 'auto' ? 'pretty' : loaded.logFormat,
     // The demo's own websocket client shares this process's event loop with the bridge: a
     // larger allowance keeps it from being treated as a slow consumer under the full-speed flood.
     wsMaxBackpressureBytes: Math.max(loaded.wsMaxBackpressureBytes, 64 << 20),
@@ -193,7 +197,6 @@ export async function demoMain(argv: string[]): Promise<number> {
     } else {
       out(`demo: ${mt5Export} not found: feeding only the synthetic stream`);
     }
-    const synth = `demo-synth-${runId}`;
     const durationS = 60;
     feeds.push({
       source: synth,
