@@ -28,6 +28,10 @@ export interface SimOptions {
   restartAfterAcked?: number;
   /** Test aid: the n-th TICKS frame is lost once (the bridge must ask for a RESEND). */
   dropFrame?: number;
+  /** The EA's InpMaxFrameBytes: TICKS payloads at most this big, two of them in flight at most. */
+  maxFrameBytes?: number;
+  /** A slow terminal: the first history read of each symbol blocks the simulated EA this long. */
+  historyDelayMs?: number;
   onProgress?: (s: ClientStats, total: number) => void;
 }
 
@@ -133,6 +137,8 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
     ...(o.tls ? { tls: o.tls } : {}),
     ...(o.restartAfterAcked !== undefined ? { restartAfterAcked: o.restartAfterAcked } : {}),
     ...(o.dropFrame !== undefined ? { dropFrame: o.dropFrame } : {}),
+    ...(o.maxFrameBytes !== undefined ? { maxFrameBytes: o.maxFrameBytes } : {}),
+    ...(o.historyDelayMs !== undefined ? { historyDelayMs: o.historyDelayMs } : {}),
     onProgress: (s) => o.onProgress?.(s, client.total),
   });
   const stats = await client.run();
@@ -144,9 +150,14 @@ const HELP = `usage: tickstream sim [--file PATH [--format mt5|dukascopy|histdat
                      [--synthetic --symbols N --rate TICKS_PER_S --duration S --seed K]
                      [--source ID] [--server-tz ZONE | --server-utc-offset HOURS] [--speed max|N]
                      [--host H] [--port P] [--secret S] [--struct-size 60|52] [--tls [--ca FILE] [--insecure]]
-                     [--restart-after N] [--drop-frame N] [--progress] [--dry-run]
+                     [--restart-after N] [--drop-frame N] [--max-frame-bytes B] [--history-delay-ms N]
+                     [--progress] [--dry-run]
   --restart-after N   forget everything once N ticks are ACKed (an EA restart), resume from HELLO_ACK
-  --drop-frame N      test aid: the N-th TICKS frame is lost once, so the bridge sends RESEND`;
+  --drop-frame N      test aid: the N-th TICKS frame is lost once, so the bridge sends RESEND
+  --max-frame-bytes B cap TICKS payloads at B bytes and keep two such frames un-ACKed at most, like the
+                      EA's InpMaxFrameBytes (default: the bridge's limits only)
+  --history-delay-ms N a slow terminal: the first history read of each symbol blocks N ms, before the
+                      first connection, as the EA's warm-up does (default 0)`;
 
 /** The CLI entry; returns the exit code. */
 export async function simMain(argv: string[]): Promise<number> {
@@ -220,6 +231,8 @@ export async function simMain(argv: string[]): Promise<number> {
       : {}),
     ...(flags['restart-after'] ? { restartAfterAcked: Number(flags['restart-after']) } : {}),
     ...(flags['drop-frame'] ? { dropFrame: Number(flags['drop-frame']) } : {}),
+    ...(flags['max-frame-bytes'] ? { maxFrameBytes: positiveFlag(flags, 'max-frame-bytes', 74) } : {}),
+    ...(flags['history-delay-ms'] ? { historyDelayMs: positiveFlag(flags, 'history-delay-ms', 0) } : {}),
     onProgress: (s, t) => {
       if (!progress || Date.now() - lastDraw < 200) return;
       lastDraw = Date.now();
@@ -236,4 +249,15 @@ export async function simMain(argv: string[]): Promise<number> {
       `sent ${summary.sent}, resent ${summary.resent}, reconnects ${summary.reconnects}, restarts ${summary.restarts}, last ACK seq ${summary.lastAckedSeq}\n`,
   );
   return 0;
+}
+
+/** A whole-number flag of at least `min`, or a CONFIG error naming it. */
+function positiveFlag(flags: Record<string, string>, name: string, min: number): number {
+  const v = Number(flags[name]);
+  if (!Number.isInteger(v) || v < min)
+    throw new TickstreamError(
+      ErrorCode.CONFIG,
+      `--${name} must be a whole number ≥ ${min}, got ${flags[name]}`,
+    );
+  return v;
 }
