@@ -353,7 +353,12 @@ export class BridgeClient {
         if (!(e instanceof TickstreamError)) {
           this.stats.lastError = `${e.code}: ${e.message}`;
           // A person must fix these: retrying cannot help.
-          if (e.code === ErrorCode.AUTH || e.code === ErrorCode.STRUCT_SIZE)
+          if (
+            e.code === ErrorCode.AUTH ||
+            e.code === ErrorCode.STRUCT_SIZE ||
+            e.code === ErrorCode.FRAME_VERSION ||
+            e.code === ErrorCode.LIMIT
+          )
             this.#giveUp(new TickstreamError(e.code, `the bridge refused this source: ${e.message}`));
         }
         return;
