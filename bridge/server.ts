@@ -249,10 +249,12 @@ export class IngressServer {
     if (this.#paused) socket.pause();
     const decoder = new FrameDecoder(this.#o.maxFrameBytes);
     const nonce = newNonce();
-    let silence: NodeJS.Timeout = setTimeout(
-      () => this.#reject(s, ErrorCode.HANDSHAKE_TIMEOUT, `no HELLO within ${this.#o.handshakeTimeoutMs} ms`),
-      this.#o.handshakeTimeoutMs,
-    );
+    // While we do not read (backpressure) a HELLO cannot arrive: that wait is ours, not the EA's.
+    const handshake = () => {
+      if (socket.isPaused()) silence = setTimeout(handshake, this.#o.handshakeTimeoutMs);
+      else this.#reject(s, ErrorCode.HANDSHAKE_TIMEOUT, `no HELLO within ${this.#o.handshakeTimeoutMs} ms`);
+    };
+    let silence: NodeJS.Timeout = setTimeout(handshake, this.#o.handshakeTimeoutMs);
     const heard = () => {
       if (!s.hello) return;
       clearTimeout(silence);

@@ -164,6 +164,18 @@ describe('session timers', () => {
     ea.socket.destroy();
   });
 
+  it('a connection the bridge does not read (backpressure) is not closed by the handshake timer', async () => {
+    const { server, port } = await start(options({ handshakeTimeoutMs: 300 }));
+    server.setPaused(true);
+    const ea = rawSession(port, 'during-pause');
+    const until = Date.now() + 1500; // five handshake timeouts
+    await waitFor(() => Date.now() > until, 5000);
+    server.setPaused(false);
+    const session = await ea; // HELLO is read once the bridge reads again, and answered
+    expect(session.errors()).toEqual([]);
+    session.socket.destroy();
+  });
+
   it('a bridge that does not read (backpressure) still answers, so the EA does not call it dead', async () => {
     const { server, port } = await start(options({ heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }));
     const ea = await rawSession(port, 'paused');
