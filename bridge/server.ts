@@ -174,11 +174,16 @@ export class IngressServer {
     this.#sendAck(s);
   }
 
-  /** Stops (or resumes) reading from every source: TCP backpressure when queues are full. */
+  /**
+   * Stops (or resumes) reading from every source: TCP backpressure when queues are full.
+   * Connections before HELLO are still read: a HELLO brings no ticks, and an EA that connects
+   * during backpressure must not meet the handshake timeout (its session is paused from HELLO on).
+   */
   setPaused(paused: boolean): void {
     if (paused === this.#paused) return;
     this.#paused = paused;
     for (const s of this.#connections) {
+      if (!s.hello) continue;
       if (paused) s.socket.pause();
       else if (!this.#rateLimited(s)) s.socket.resume();
     }
@@ -246,15 +251,12 @@ export class IngressServer {
       return;
     }
     this.#connections.add(s);
-    if (this.#paused) socket.pause();
     const decoder = new FrameDecoder(this.#o.maxFrameBytes);
     const nonce = newNonce();
-    // While we do not read (backpressure) a HELLO cannot arrive: that wait is ours, not the EA's.
-    const handshake = () => {
-      if (socket.isPaused()) silence = setTimeout(handshake, this.#o.handshakeTimeoutMs);
-      else this.#reject(s, ErrorCode.HANDSHAKE_TIMEOUT, `no HELLO within ${this.#o.handshakeTimeoutMs} ms`);
-    };
-    let silence: NodeJS.Timeout = setTimeout(handshake, this.#o.handshakeTimeoutMs);
+    let silence: NodeJS.Timeout = setTimeout(
+      () => this.#reject(s, ErrorCode.HANDSHAKE_TIMEOUT, `no HELLO within ${this.#o.handshakeTimeoutMs} ms`),
+      this.#o.handshakeTimeoutMs,
+    );
     const heard = () => {
       if (!s.hello) return;
       clearTimeout(silence);
