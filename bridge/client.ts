@@ -75,7 +75,7 @@ const BACKOFF_MAX_MS = 5000;
 /** The EA's SOCKET_TIMEOUT_MS: a SocketSend blocked this long fails and the EA reconnects. */
 const SEND_TIMEOUT_MS = 10_000;
 /** Frames' worth of ticks a capped sender keeps un-ACKed (the EA's IN_FLIGHT_FRAMES). */
-export const IN_FLIGHT_FRAMES = 2;
+const IN_FLIGHT_FRAMES = 2;
 
 export class BridgeClient {
   readonly #o: ClientOptions;
