@@ -139,19 +139,19 @@ async function rawSession(port: number, source: string) {
 
 describe('session timers', () => {
   it('issue 20.6: a session quiet after HELLO_ACK is not closed by the handshake timer', async () => {
-    // Handshake 300 ms, heartbeat timeout 1500 ms: the same order as the defaults (5 s, 15 s).
+    // Handshake 1 s, heartbeat timeout 3 s: the same order as the defaults (5 s, 15 s).
     const { port } = await start(
-      options({ handshakeTimeoutMs: 300, heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }),
+      options({ handshakeTimeoutMs: 1000, heartbeatTimeoutMs: 3000, heartbeatIntervalMs: 600 }),
     );
     const ea = await rawSession(port, 'quiet');
     expect(await waitFor(ea.closed, 10_000)).toBe(true);
-    // Closed by the heartbeat timer (before the fix: `no HELLO within 300 ms`).
-    expect(ea.errors().map((e) => e.message)).toEqual(['nothing heard for 1500 ms']);
+    // Closed by the heartbeat timer (before the fix: `no HELLO within 1000 ms`).
+    expect(ea.errors().map((e) => e.message)).toEqual(['nothing heard for 3000 ms']);
   });
 
   it('a session that has said HELLO and sends heartbeats stays open while its EA reads history', async () => {
     const { port } = await start(
-      options({ handshakeTimeoutMs: 300, heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }),
+      options({ handshakeTimeoutMs: 1000, heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }),
     );
     const ea = await rawSession(port, 'waiting');
     // Four heartbeat timeouts long, heartbeats at the interval, not one TICKS frame.
@@ -166,11 +166,11 @@ describe('session timers', () => {
 
   it('an EA that connects during backpressure gets HELLO_ACK, and its paused session stays open', async () => {
     const { server, port } = await start(
-      options({ handshakeTimeoutMs: 300, heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }),
+      options({ handshakeTimeoutMs: 1000, heartbeatTimeoutMs: 1500, heartbeatIntervalMs: 300 }),
     );
     server.setPaused(true);
     const ea = await rawSession(port, 'during-pause'); // HELLO read and answered while paused
-    const until = Date.now() + 3000; // twice the heartbeat timeout, ten handshake timeouts
+    const until = Date.now() + 3000; // twice the heartbeat timeout, three handshake timeouts
     await waitFor(() => ea.closed() || Date.now() > until, 5000);
     server.setPaused(false);
     expect(ea.closed()).toBe(false);
