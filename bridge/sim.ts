@@ -28,6 +28,10 @@ export interface SimOptions {
   restartAfterAcked?: number;
   /** Test aid: the n-th TICKS frame is lost once (the bridge must ask for a RESEND). */
   dropFrame?: number;
+  /** The EA's InpMaxFrameBytes: TICKS payloads at most this big, two of them in flight at most. */
+  maxFrameBytes?: number;
+  /** A slow terminal: the first history read of each symbol blocks the simulated EA this long. */
+  historyDelayMs?: number;
   onProgress?: (s: ClientStats, total: number) => void;
 }
 
@@ -133,6 +137,8 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
     ...(o.tls ? { tls: o.tls } : {}),
     ...(o.restartAfterAcked !== undefined ? { restartAfterAcked: o.restartAfterAcked } : {}),
     ...(o.dropFrame !== undefined ? { dropFrame: o.dropFrame } : {}),
+    ...(o.maxFrameBytes !== undefined ? { maxFrameBytes: o.maxFrameBytes } : {}),
+    ...(o.historyDelayMs !== undefined ? { historyDelayMs: o.historyDelayMs } : {}),
     onProgress: (s) => o.onProgress?.(s, client.total),
   });
   const stats = await client.run();
@@ -233,6 +239,22 @@ export const SIM_COMMAND = {
       type: 'boolean',
       description: 'draw a progress bar on stderr (default: when stderr is a terminal)',
     },
+    'max-frame-bytes': {
+      type: 'number',
+      integer: true,
+      min: 74,
+      value: 'B',
+      description:
+        "cap TICKS payloads at B bytes and keep two such frames un-ACKed at most, like the EA's InpMaxFrameBytes (default: the bridge's limits only)",
+    },
+    'history-delay-ms': {
+      type: 'number',
+      integer: true,
+      min: 0,
+      default: 0,
+      description:
+        "a slow terminal: the first history read of each symbol blocks N ms, before the first connection, as the EA's warm-up does",
+    },
     'dry-run': { type: 'boolean', description: 'print what would be sent and exit' },
   },
   examples: [
@@ -318,6 +340,8 @@ export async function simMain(argv: string[]): Promise<number> {
       : {}),
     ...(flags['restart-after'] !== undefined ? { restartAfterAcked: flags['restart-after'] } : {}),
     ...(flags['drop-frame'] !== undefined ? { dropFrame: flags['drop-frame'] } : {}),
+    ...(flags['max-frame-bytes'] !== undefined ? { maxFrameBytes: flags['max-frame-bytes'] } : {}),
+    ...(flags['history-delay-ms'] ? { historyDelayMs: flags['history-delay-ms'] } : {}),
     onProgress: (s, t) => {
       if (!progress || Date.now() - lastDraw < 200) return;
       lastDraw = Date.now();
