@@ -111,6 +111,8 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxBackpressureBytes: config.wsMaxBackpressureBytes,
     slowConsumerPolicy: config.wsSlowConsumerPolicy,
     maxClients: config.wsMaxClients,
+    maxChannelsPerClient: config.wsMaxChannelsPerClient,
+    snapshotsPerTurn: config.wsSnapshotsPerTurn,
     registry,
     logger: logger.child({ part: 'ws' }),
   });
