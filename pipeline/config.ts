@@ -140,10 +140,13 @@ export const configShape = {
     .describe(
       "A tick later than the bridge's clock (or the source's HELLO/heartbeat clock) by more than this is journaled but kept out of Redis, websockets and bars",
     ),
-  tickMaxBehindMs: positive
-    .default(7 * 86_400_000)
+  tickMaxBehindMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(0)
     .describe(
-      "A tick earlier than the bridge's clock by more than this is journaled but kept out of Redis, websockets and bars",
+      "A tick earlier than the bridge's clock by more than this is journaled but kept out of Redis, websockets and bars (0: no bound; old ticks are normal after an outage or in a replay)",
     ),
   postgresUrl: z.string().default('postgres://postgres@127.0.0.1:5432/tickstream').describe('Postgres URL'),
   postgresSchema: z.string().default('public').describe('Schema of the tickstream tables'),

@@ -196,8 +196,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
     metrics.connections.set(ingress.connectionCount);
-    for (const s of ingest.sourceStates())
-      if (s.lastTickAgeS !== null) metrics.lastTickAge.set({ source: s.source }, s.lastTickAgeS);
+    ingest.updateGauges();
     return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
   });
   ws.route('/healthz', () => ({ status: 200, contentType: 'text/plain', body: 'ok\n' }));
