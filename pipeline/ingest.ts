@@ -104,8 +104,8 @@ export class Ingest implements IngressHandler {
   /** The source's own clock: its last reported GMT time, and the bridge's clock then. */
   readonly #sourceClock = new Map<string, { gmtMs: number; atMs: number }>();
   readonly #timeLoggedAt = new Map<string, number>();
-  /** Sources with their own metric label, least recently active first. */
-  readonly #labelled = new Map<string, true>();
+  /** Sources with their own metric label (at most metricsMaxSourceLabels). */
+  readonly #labelled = new Set<string>();
   readonly #forgetTimer: NodeJS.Timeout;
   #server: IngressServer | null = null;
   #queuedTicks = 0;
@@ -161,7 +161,7 @@ export class Ingest implements IngressHandler {
   /** Sets the gauges read at scrape time (per-source ones for labelled sources only). */
   updateGauges(): void {
     const now = Date.now();
-    for (const source of this.#labelled.keys()) {
+    for (const source of this.#labelled) {
       const at = this.#lastTickAt.get(source);
       if (at !== undefined) this.#o.metrics.lastTickAge.set({ source }, (now - at) / 1000);
     }
@@ -172,19 +172,15 @@ export class Ingest implements IngressHandler {
     return this.#labelled.has(source) ? source : OTHER_SOURCES_LABEL;
   }
 
-  /** Marks a source active now; it takes a label, the least recently active labelled one losing its. */
+  /**
+   * Marks a source active now. It takes a label while fewer than metricsMaxSourceLabels sources
+   * have one; a label is held until its source is forgotten, never taken from an active source,
+   * so every counter stays monotonic and the labels plus `_other` always add up to the total.
+   */
   #touch(source: string): void {
     this.#active.delete(source); // re-inserted last: the map stays in order of activity
     this.#active.set(source, Date.now());
-    if (this.#labelled.delete(source)) {
-      this.#labelled.set(source, true);
-      return;
-    }
-    if (this.#labelled.size >= this.#o.config.metricsMaxSourceLabels) {
-      const oldest = this.#labelled.keys().next().value as string;
-      this.#unlabel(oldest);
-    }
-    this.#labelled.set(source, true);
+    if (this.#labelled.size < this.#o.config.metricsMaxSourceLabels) this.#labelled.add(source);
   }
 
   #unlabel(source: string): void {
@@ -590,7 +586,7 @@ export class Ingest implements IngressHandler {
           ticks: out,
           seq: batch.seq[first],
           symbol: batch.symbols[batch.symbolIndex[first] as number],
-          time: new Date(t).toISOString(),
+          tickTime: new Date(t).toISOString(),
           window: [
             Number.isFinite(earliest) ? new Date(earliest).toISOString() : null,
             new Date(latest).toISOString(),

@@ -275,9 +275,13 @@ export class WsServer {
             .writeStatus(STATUS[r.status] ?? `${r.status} Status`)
             .writeHeader('content-type', r.contentType);
           for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-          // HEAD: the length GET would send, and no body (one after the headers breaks keep-alive framing).
-          if (head) res.endWithoutBody(Buffer.byteLength(r.body));
-          else res.end(r.body);
+          // HEAD: the length GET would send, and no body (one after the headers breaks keep-alive
+          // framing). Written as a header: endWithoutBody(length) makes uWS drop the connection
+          // at the next request, and any argument to it is read as a length.
+          if (head) {
+            res.writeHeader('content-length', String(Buffer.byteLength(r.body)));
+            res.endWithoutBody();
+          } else res.end(r.body);
         });
       };
       try {
@@ -291,7 +295,7 @@ export class WsServer {
             {
               status: 405,
               contentType: 'text/plain',
-              body: `${req.getCaseSensitiveMethod()} is not allowed on ${path}: use GET or HEAD\n`,
+              body: `${req.getCaseSensitiveMethod().toUpperCase()} is not allowed on ${path}: use GET or HEAD\n`,
             },
             { allow: ALLOW },
           );
