@@ -133,7 +133,7 @@ export const configShape = {
   metricsMaxSourceLabels: positive
     .default(100)
     .describe(
-      'Sources with their own `source` label on /metrics (the most recently active); the rest count under `_other`',
+      'Sources with their own `source` label on /metrics (held until the source is forgotten); the others count under `_other`',
     ),
   tickMaxAheadMs: positive
     .default(300_000)
