@@ -104,6 +104,7 @@ export class Ingest implements IngressHandler {
   /** The source's own clock: its last reported GMT time, and the bridge's clock then. */
   readonly #sourceClock = new Map<string, { gmtMs: number; atMs: number }>();
   readonly #timeLoggedAt = new Map<string, number>();
+  #lateLoggedAt = 0;
   /** Sources with their own metric label (at most metricsMaxSourceLabels). */
   readonly #labelled = new Set<string>();
   readonly #forgetTimer: NodeJS.Timeout;
@@ -500,8 +501,9 @@ export class Ingest implements IngressHandler {
     }
     this.#o.states.set(source, state);
     const live = this.#inTimeWindow(source, batch);
+    const lateBefore = this.#bars.lateTicks;
     const bars = this.#bars.add(live);
-    this.#o.metrics.lateBarTicks.set(this.#bars.lateTicks);
+    if (this.#bars.lateTicks > lateBefore) this.#lateTicks(source, this.#bars.lateTicks - lateBefore);
 
     this.#o.crashPoint?.('after-decode-before-produce');
     const ticks: JournalRecord[] = [];
@@ -550,6 +552,17 @@ export class Ingest implements IngressHandler {
     if (live.length) for (const sink of this.#o.live) sink.write(live);
     if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
     this.#o.metrics.barsClosed.inc(bars.length);
+  }
+
+  #lateTicks(source: string, n: number): void {
+    this.#o.metrics.lateBarTicks.set(this.#bars.lateTicks);
+    const now = Date.now();
+    if (now - this.#lateLoggedAt < TIME_LOG_INTERVAL_MS) return;
+    this.#lateLoggedAt = now;
+    this.#o.logger.warn(
+      { source, ticks: n, sinceStart: this.#bars.lateTicks },
+      'ticks for a 1-minute bar already closed: journaled and live, but left out of the bars (tickstream_bar_late_ticks; logged at most every 10 s). The source sent ticks out of time order',
+    );
   }
 
   /**

@@ -138,7 +138,15 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     }
   };
   void startLoader(1000);
-  const retention = setInterval(() => void loader?.applyRetention().catch(() => undefined), 3_600_000);
+  const retention = setInterval(
+    () =>
+      void loader
+        ?.applyRetention()
+        .catch((err: Error) =>
+          logger.warn({ err: err.message }, 'postgres retention failed: tried again in an hour'),
+        ),
+    3_600_000,
+  );
   retention.unref();
 
   const ingest = new Ingest({

@@ -115,6 +115,7 @@ export class WsServer {
   /** symbol → sources that have a snapshot of it: a subscribe looks up, never scans. */
   readonly #sourcesOf = new Map<string, Set<string>>();
   #lastBarDropLogAt = 0;
+  #lastFullLogAt = 0;
   readonly #encoder = new TickRecordEncoder();
   #listen: uws.us_listen_socket | null = null;
   readonly #m;
@@ -154,6 +155,11 @@ export class WsServer {
       authFailures: new Counter({
         name: 'tickstream_ws_auth_failures_total',
         help: 'Websocket upgrades refused for a missing or wrong token',
+        registers,
+      }),
+      fullRefusals: new Counter({
+        name: 'tickstream_ws_full_refusals_total',
+        help: 'Websocket upgrades refused with 503 because wsMaxClients clients are connected',
         registers,
       }),
       refusedMessages: new Counter({
@@ -219,6 +225,8 @@ export class WsServer {
           return;
         }
         if (this.#clients.size >= options.maxClients) {
+          this.#m.fullRefusals.inc();
+          this.#logFull();
           res.cork(() =>
             res
               .writeStatus(STATUS[503] as string)
@@ -427,6 +435,16 @@ export class WsServer {
       }
       if (dropped) this.#barsDropped(dropped);
     }
+  }
+
+  #logFull(): void {
+    const now = Date.now();
+    if (now - this.#lastFullLogAt < 10_000) return;
+    this.#lastFullLogAt = now;
+    this.#o.logger.warn(
+      { maxClients: this.#o.maxClients },
+      'websocket upgrade refused with 503: wsMaxClients clients are connected (counted in tickstream_ws_full_refusals_total; logged at most every 10 s). Raise --ws-max-clients or find the client that leaks connections',
+    );
   }
 
   #barsDropped(n: number): void {
