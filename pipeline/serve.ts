@@ -115,6 +115,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     snapshotsPerTurn: config.wsSnapshotsPerTurn,
     registry,
     logger: logger.child({ part: 'ws' }),
+    ...(failPoint ? { failPoint } : {}),
   });
   live.push(ws);
 

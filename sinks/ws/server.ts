@@ -53,6 +53,8 @@ export interface WsServerOptions {
   snapshotsPerTurn: number;
   registry: Registry;
   logger: Logger;
+  /** Fault injection (tests): throws at `ws-message` to prove a handler's exception stays its client's. */
+  failPoint?: (name: string) => void;
 }
 
 export interface HttpRequest {
@@ -537,6 +539,7 @@ export class WsServer {
   }
 
   #onMessage(ws: Socket, text: string): void {
+    this.#o.failPoint?.('ws-message');
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

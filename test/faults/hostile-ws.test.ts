@@ -7,7 +7,8 @@
 //      source is whole in Kafka and Postgres (`tickstream verify`), serve is alive and its RSS
 //      back within a margin.
 //   S  the state limits: sources, (source, symbol) pairs, metric labels, idle sources forgotten;
-//      Redis unreachable, so the bars it drops are counted.
+//      Redis unreachable, so the bars it drops are counted; an injected exception in a websocket
+//      handler (TICKSTREAM_FAIL_AT=ws-message) closes only that client.
 import net from 'node:net';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
@@ -35,10 +36,14 @@ const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
 const cleanups: Names[] = [];
 const serves: ServeProcess[] = [];
 
-async function startInstance(tag: string, extra: string[]): Promise<{ names: Names; serve: ServeProcess }> {
+async function startInstance(
+  tag: string,
+  extra: string[],
+  env: Record<string, string> = {},
+): Promise<{ names: Names; serve: ServeProcess }> {
   const names = isolatedNames(tag);
   cleanups.push(names);
-  const serve = await startServe(serveArgs(names, extra));
+  const serve = await startServe(serveArgs(names, extra), env);
   serves.push(serve);
   return { names, serve };
 }
@@ -482,19 +487,24 @@ describe('instance S: bounded state (sources, symbols, metric labels, forgetting
   const open: RawEa[] = [];
 
   beforeAll(async () => {
-    S = await startInstance('hostilestate', [
-      '--max-sources',
-      '3',
-      '--max-symbols',
-      '4',
-      '--metrics-max-source-labels',
-      '2',
-      '--source-forget-after-ms',
-      '1500',
-      // Nothing listens there: the live view drops, and counts, what it cannot write.
-      '--redis-url',
-      'redis://127.0.0.1:1',
-    ]);
+    S = await startInstance(
+      'hostilestate',
+      [
+        '--max-sources',
+        '3',
+        '--max-symbols',
+        '4',
+        '--metrics-max-source-labels',
+        '2',
+        '--source-forget-after-ms',
+        '1500',
+        // Nothing listens there: the live view drops, and counts, what it cannot write.
+        '--redis-url',
+        'redis://127.0.0.1:1',
+      ],
+      // The first websocket message's handler throws (pipeline/faults.ts).
+      { TICKSTREAM_FAIL_AT: 'ws-message' },
+    );
   });
   afterAll(() => {
     for (const ea of open) ea.close();
@@ -553,6 +563,22 @@ describe('instance S: bounded state (sources, symbols, metric labels, forgetting
     const again = await streaming('s1', ['A']);
     expect(again.nextSeq).toBe(4);
     await streaming('s4', ['A']);
+    await expectServing(S.serve);
+  });
+
+  it("20.1 an exception in one websocket client's handler closes that client with 1011 and a reason; serve and the other clients go on", async () => {
+    const other = await WsProbe.open(S.serve.httpPort);
+    const victim = await WsProbe.open(S.serve.httpPort);
+    victim.send(JSON.stringify({ op: 'subscribe', channels: ['*'] })); // the injected throw
+    expect(await waitFor(() => victim.closed !== null, 10_000)).toBe(true);
+    expect(victim.closed).toEqual({ code: 1011, reason: 'internal error in the message handler: reconnect' });
+    expect(S.serve.output()).toContain('fail point ws-message hit');
+    expect(S.serve.output()).toContain('unexpected exception in a client handler');
+    other.send(JSON.stringify({ op: 'subscribe', channels: ['*'] }));
+    expect((await other.next((m) => m['type'] === 'subscribed'))['total']).toBe(1);
+    other.close();
+    const errors = samples(await scrape(S.serve.httpPort), 'tickstream_ws_handler_errors_total', 'handler');
+    expect(errors).toEqual({ message: 1 });
     await expectServing(S.serve);
   });
 
