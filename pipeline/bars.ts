@@ -81,8 +81,8 @@ export class BarAggregator {
   }
 
   /**
-   * Forgets a source (idle past sourceForgetAfterMs) and returns its open bars, closed: no tick
-   * of theirs can come any more short of a resend, which the journal would refuse as a duplicate.
+   * Forgets a source (idle past sourceForgetAfterMs) and returns its open bars, closed. A tick
+   * for one of those minutes arriving after that (rare after so long) opens a second bar for it.
    */
   forget(source: string): Bar[] {
     const state = this.#sources.get(source);

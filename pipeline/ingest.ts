@@ -356,7 +356,10 @@ export class Ingest implements IngressHandler {
     this.#touch(session.source);
     this.#sourceClock.set(session.source, { gmtMs: hb.gmtTimeMs, atMs: Date.now() });
     this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
-    const bars = this.#bars.heartbeat(session.source, hb.gmtTimeMs);
+    // A clock far ahead (a terminal set to 2999) would close every bar of the source at once
+    // and make its later ticks late: event time moves at most to the window's edge.
+    const gmt = Math.min(hb.gmtTimeMs, Date.now() + this.#o.config.tickMaxAheadMs);
+    const bars = this.#bars.heartbeat(session.source, gmt);
     if (bars.length) this.#publishBars(bars, session.source);
   }
 
