@@ -419,7 +419,12 @@ export class IngressServer {
         this.#h.onSessionOpen(s);
         if (!this.#paused) socket.resume();
       })
-      .catch((err: Error) => this.#reject(s, ErrorCode.INTERNAL, `resume state unavailable: ${err.message}`));
+      .catch((err: Error) =>
+        // A time-zone refusal keeps its code: the EA shows it to a person, who must fix the rule.
+        err instanceof TickstreamError && err.code === ErrorCode.TIME_ZONE
+          ? this.#reject(s, err.code, err.message)
+          : this.#reject(s, ErrorCode.INTERNAL, `resume state unavailable: ${err.message}`),
+      );
   }
 
   #onTicks(s: Session, payload: Uint8Array, receivedAtMs: number): void {

@@ -1,6 +1,6 @@
 /**
  * MqlTick structs inside a TICKS payload (after its 14-byte header, messages.ts), packed,
- * little-endian (MT5.md):
+ * little-endian (docs/protocol.md, MqlTick):
  *
  *   offset width  field
  *   0      8      time         int64, seconds, broker server time (redundant with time_msc: not read)
@@ -13,11 +13,12 @@
  *   52     8      volume_real  double — absent in the 52-byte struct of older terminal builds
  *
  * Decoding appends into a pre-sized TickBatch (no allocation per tick) and validates: each price
- * finite and below MAX_ABS_PRICE in magnitude, volume_real finite, not negative and below
- * MAX_VOLUME_REAL (0 allowed: exchange symbols may lack a side), volume below 2^53, time_msc in
- * [0, year 3000). The bounds keep the bar arithmetic finite: a spread (ask − bid) stays below
- * 2e15 and a minute's sums below 1e21 even over millions of ticks, where 1e308 − (−1e308)
- * overflowed to Infinity and stored −Infinity/NaN spreads in bars_1m. The structs sit at 60-byte strides, so half of the
+ * finite and below MAX_ABS_PRICE in magnitude (zero and negative allowed: a missing side,
+ * exchange spreads), volume_real finite, not negative and below MAX_VOLUME_REAL, volume below
+ * 2^53, time_msc in [0, year 3000). The bounds keep the bar arithmetic finite: a spread
+ * (ask − bid) stays below 2e15 and a minute's sums below 1e21 even over millions of ticks, where
+ * 1e308 − (−1e308) overflowed to Infinity and stored −Infinity/NaN spreads in bars_1m. The
+ * structs sit at 60-byte strides, so half of the
  * doubles are not 8-byte aligned: a DataView reads them (a Float64Array view cannot).
  */
 import { ErrorCode, TickstreamError } from './errors.js';

@@ -58,9 +58,12 @@ export const configShape = {
   sourceTimeZones: zones
     .default({})
     .describe('Per-source server time zone rules, `src1=Europe/Athens,src2=+2`'),
-  defaultServerTimeZone: zoneRule
-    .default('UTC')
-    .describe('Server time zone rule for sources not in sourceTimeZones'),
+  defaultServerTimeZone: z
+    .union([z.literal(''), zoneRule])
+    .default('')
+    .describe(
+      "Rule for sources not in sourceTimeZones; empty: use the offset the source's terminal reports (no DST)",
+    ),
   maxConnections: positive
     .default(256)
     .describe('Open EA connections at most; more are refused with ERR_TOO_MANY_CONNECTIONS'),
@@ -162,6 +165,10 @@ export const configShape = {
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')
     .describe('pino log level'),
+  logFormat: z
+    .enum(['auto', 'json', 'pretty'])
+    .default('auto')
+    .describe('Log lines as JSON or readable text; auto: readable on a terminal, JSON otherwise'),
 } as const;
 
 export const configSchema = z.object(configShape).strict();

@@ -10,6 +10,12 @@
  * it the bridge stops reading sockets (TCP backpressure), and while the journal has no room no
  * new credit is granted, so EAs stop sending by themselves.
  *
+ * Server time (docs/operations.md#server-time-zones): a source with a configured rule
+ * (`sourceTimeZones`, else `defaultServerTimeZone`) is converted with it, and refused with
+ * ERR_TIME_ZONE whenever the clocks its terminal reports (HELLO, every HEARTBEAT) contradict
+ * it; a source without a rule is converted with the offset its terminal reports, re-read at
+ * every heartbeat. Either way no tick is converted with an offset the terminal contradicts.
+ *
  * Time sanity: a tick later than `tickMaxAheadMs` past the bridge's clock, or past the source's
  * own clock (its HELLO/heartbeat GMT time, advanced by the bridge's clock since), or (when
  * `tickMaxBehindMs` is set) earlier than that before the bridge's clock, is journaled like any
@@ -21,17 +27,23 @@
  * sources and `maxSymbols` (source, symbol) pairs; one more is refused with ERR_LIMIT. A source
  * without a session or a tick for `sourceForgetAfterMs` is forgotten (its open bars are closed
  * and published first). Its resume state stays: forgetting it would make the EA resend from
- * seq 1. Only the `metricsMaxSourceLabels` most recently active sources get a `source` label;
- * the others count under `_other`.
+ * seq 1. Only the first `metricsMaxSourceLabels` sources (until forgotten) get a `source`
+ * label; the others count under `_other`.
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
-import { ErrorCode, fromWire } from '../codecs/errors.js';
+import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
 import { encodeBar, RecordHeader, SCHEMA_VERSION, TICK_RECORD_CONTENT_TYPE } from '../codecs/flat-record.js';
 import type { Heartbeat } from '../codecs/messages.js';
-import { checkReportedOffset, createServerClock, type ServerClock } from '../codecs/server-clock.js';
+import {
+  checkReportedOffset,
+  createServerClock,
+  formatOffset,
+  reportedOffsetRule,
+  type ServerClock,
+} from '../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import type { JournalRecord, KafkaJournal, SourceState } from '../sinks/kafka/journal.js';
 import { BarAggregator } from './bars.js';
@@ -56,6 +68,8 @@ const TIME_LOG_INTERVAL_MS = 10_000;
 
 interface Chunk {
   session: Session;
+  /** The server clock rule in force when the first of these ticks arrived. */
+  clockRule: string;
   bytes: Uint8Array;
   used: number;
   frames: number[];
@@ -72,6 +86,18 @@ export function decodeWorkerUrl(): string {
   return here.endsWith('.ts')
     ? fileURLToPath(new URL('../dist/pipeline/decode-worker.js', here))
     : fileURLToPath(new URL('./decode-worker.js', here));
+}
+
+/** How a source's server time becomes UTC, as /status shows it. */
+interface SourceClock {
+  /** The rule its ticks are converted with now. */
+  rule: string;
+  /** Where the rule comes from: the config, or the offset the terminal reports (no rule configured). */
+  ruleFrom: 'config' | 'terminal';
+  /** The offset (server − GMT, ms) the terminal last reported. */
+  reportedOffsetMs: number;
+  /** Why the source is refused, while the terminal contradicts the configured rule. */
+  problem: string | null;
 }
 
 export interface IngestOptions {
@@ -93,16 +119,16 @@ export class Ingest implements IngressHandler {
   readonly #poisonedFrom = new Map<string, number>();
   readonly #lastTickAt = new Map<string, number>();
   readonly #clocks = new Map<string, ServerClock>();
+  readonly #sourceClocks = new Map<string, SourceClock>();
   /** Per source: the next seq after what the journal has committed. */
   readonly #durableNext = new Map<string, number>();
-  readonly #clockWarned = new Set<string>();
   /** Source → when last seen (session open, tick, heartbeat): the sources with live state. */
   readonly #active = new Map<string, number>();
   /** Known symbols of each active source; #symbolCount pairs in all. */
   readonly #symbolsOf = new Map<string, Set<string>>();
   #symbolCount = 0;
   /** The source's own clock: its last reported GMT time, and the bridge's clock then. */
-  readonly #sourceClock = new Map<string, { gmtMs: number; atMs: number }>();
+  readonly #gmtClocks = new Map<string, { gmtMs: number; atMs: number }>();
   readonly #timeLoggedAt = new Map<string, number>();
   #lateLoggedAt = 0;
   /** Sources with their own metric label (at most metricsMaxSourceLabels). */
@@ -144,17 +170,34 @@ export class Ingest implements IngressHandler {
   }
 
   /**
-   * Per-source view for the status page: the sources with live state only (at most maxSources),
-   * not every source the journal ever saw.
+   * Per-source view for the status page: the sources with live state or a clock heard from
+   * them (both bounded: maxSources, forgotten when idle), not every source the journal ever saw.
    */
-  sourceStates(): { source: string; nextSeq: number; lastTickAgeS: number | null }[] {
+  sourceStates(): {
+    source: string;
+    nextSeq: number;
+    committedSeq: number;
+    lastTickAgeS: number | null;
+    timeZoneRule: string | null;
+    timeZoneRuleFrom: SourceClock['ruleFrom'] | null;
+    reportedOffset: string | null;
+    clockProblem: string | null;
+  }[] {
     const now = Date.now();
-    return [...this.#active.keys()].map((source) => {
+    const sources = new Set([...this.#active.keys(), ...this.#sourceClocks.keys()]);
+    return [...sources].map((source) => {
       const at = this.#lastTickAt.get(source);
+      const clock = this.#sourceClocks.get(source);
       return {
         source,
         nextSeq: this.#o.states.get(source)?.nextSeq ?? 1,
+        // Committed to the journal, whether or not the source is connected now.
+        committedSeq: (this.#durableNext.get(source) ?? 1) - 1,
         lastTickAgeS: at === undefined ? null : (now - at) / 1000,
+        timeZoneRule: clock?.rule ?? this.#configuredRule(source),
+        timeZoneRuleFrom: clock?.ruleFrom ?? null,
+        reportedOffset: clock ? formatOffset(clock.reportedOffsetMs) : null,
+        clockProblem: clock?.problem ?? null,
       };
     });
   }
@@ -192,6 +235,7 @@ export class Ingest implements IngressHandler {
       m.ticksCommitted,
       m.duplicates,
       m.clockMismatches,
+      m.clockOffsetChanges,
       m.gaps,
       m.lastTickAge,
       m.ticksOutOfWindow,
@@ -213,9 +257,9 @@ export class Ingest implements IngressHandler {
       this.#symbolCount -= this.#symbolsOf.get(source)?.size ?? 0;
       this.#symbolsOf.delete(source);
       this.#lastTickAt.delete(source);
-      this.#sourceClock.delete(source);
+      this.#gmtClocks.delete(source);
+      this.#sourceClocks.delete(source);
       this.#timeLoggedAt.delete(source);
-      this.#clockWarned.delete(source);
       this.#unlabel(source);
       this.#o.metrics.sourcesForgotten.inc();
       this.#o.logger.info(
@@ -276,6 +320,9 @@ export class Ingest implements IngressHandler {
       await new Promise((r) => setTimeout(r, 2));
     }
     this.#poisonedFrom.delete(source);
+    // Before HELLO_ACK: a terminal that contradicts its rule is refused before it sends a tick.
+    const hello = this.#server?.session(source)?.hello;
+    if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
     const state = this.#o.states.get(source);
     return {
       nextSeq: state?.nextSeq ?? 1,
@@ -296,6 +343,13 @@ export class Ingest implements IngressHandler {
     receivedAtMs: number,
   ): void {
     const source = session.source;
+    const clock = this.#sourceClocks.get(source);
+    if (!clock || clock.problem !== null) {
+      // Unreachable while the bridge asks resume() before reading ticks; never guess a clock.
+      this.#o.metrics.rejectedFrames.inc({ code: ErrorCode.TIME_ZONE });
+      session.fail(ErrorCode.TIME_ZONE, `no server clock rule for source ${source}: reconnect`);
+      return;
+    }
     // A session refused at open (maxSources) is closing: what it still sent is not taken.
     if (!this.#active.has(source)) return;
     if (!this.#admitSymbol(session, symbol)) {
@@ -314,6 +368,7 @@ export class Ingest implements IngressHandler {
       const capacity = Math.max(this.#o.config.decodeBatchTicks, count) * session.structSize;
       chunk = {
         session,
+        clockRule: clock.rule,
         bytes: new Uint8Array(capacity),
         used: 0,
         frames: [],
@@ -352,10 +407,17 @@ export class Ingest implements IngressHandler {
   }
 
   onHeartbeat(session: Session, hb: Heartbeat): void {
+    try {
+      this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
+    } catch (err) {
+      const e = err as TickstreamError;
+      this.#o.metrics.rejectedFrames.inc({ code: e.code });
+      this.#server?.failSource(session.source, e.code, e.message);
+      return;
+    }
     if (!this.#active.has(session.source)) return; // refused at open (maxSources)
     this.#touch(session.source);
-    this.#sourceClock.set(session.source, { gmtMs: hb.gmtTimeMs, atMs: Date.now() });
-    this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
+    this.#gmtClocks.set(session.source, { gmtMs: hb.gmtTimeMs, atMs: Date.now() });
     // A clock far ahead (a terminal set to 2999) would close every bar of the source at once
     // and make its later ticks late: event time moves at most to the window's edge.
     const gmt = Math.min(hb.gmtTimeMs, Date.now() + this.#o.config.tickMaxAheadMs);
@@ -367,6 +429,7 @@ export class Ingest implements IngressHandler {
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
     const source = session.source;
     if (!this.#active.has(source) && this.#active.size >= this.#o.config.maxSources) {
+      this.#sourceClocks.delete(source); // set by resume(); nothing of a refused source is kept
       this.#o.metrics.stateRefusals.inc({ what: 'sources' });
       this.#refuseSource(
         source,
@@ -376,25 +439,76 @@ export class Ingest implements IngressHandler {
     }
     this.#touch(source);
     this.#stateGauges();
-    if (session.hello) {
-      this.#sourceClock.set(source, { gmtMs: session.hello.gmtTimeMs, atMs: Date.now() });
-      this.#checkClock(source, session.hello.serverTimeMs, session.hello.gmtTimeMs);
-    }
+    if (session.hello) this.#gmtClocks.set(source, { gmtMs: session.hello.gmtTimeMs, atMs: Date.now() });
   }
 
-  /** Warns (once per source until it agrees again) when the terminal's clock contradicts the rule. */
+  /**
+   * Applies the time-zone policy to the clocks a terminal reports (HELLO, HEARTBEAT). With a
+   * configured rule: throws ERR_TIME_ZONE when the terminal contradicts it (the source is
+   * refused until the rule or the terminal's clock is fixed; nothing is converted with a rule
+   * known to be wrong). Without one: converts with the reported offset from now on.
+   */
   #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number): void {
-    const problem = checkReportedOffset(this.#clockFor(source), serverTimeMs, gmtTimeMs);
-    if (problem === null) this.#clockWarned.delete(source);
-    else if (!this.#clockWarned.has(source)) {
-      this.#clockWarned.add(source);
+    const configured = this.#configuredRule(source);
+    const previous = this.#sourceClocks.get(source);
+    const reportedOffsetMs = serverTimeMs - gmtTimeMs;
+    if (configured !== null) {
+      const problem = checkReportedOffset(this.#clock(configured), serverTimeMs, gmtTimeMs);
+      const message =
+        problem &&
+        `${problem}; source ${source} is refused until sourceTimeZones (--source-time-zones ${source}=RULE) or the terminal's clock is fixed`;
+      this.#sourceClocks.set(source, {
+        rule: configured,
+        ruleFrom: 'config',
+        reportedOffsetMs,
+        problem: message,
+      });
+      if (message === null) return;
       this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
-      this.#o.logger.warn({ source }, problem);
+      this.#o.logger.error(
+        { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
+        message,
+      );
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
     }
+    let rule: string;
+    try {
+      rule = reportedOffsetRule(serverTimeMs, gmtTimeMs);
+    } catch (err) {
+      const message = `source ${source} has no time zone rule and its terminal reports an impossible offset (${(err as Error).message}): fix the terminal's clock or configure sourceTimeZones`;
+      this.#sourceClocks.set(source, {
+        rule: previous?.rule ?? '',
+        ruleFrom: 'terminal',
+        reportedOffsetMs,
+        problem: message,
+      });
+      this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      this.#o.logger.error({ source, reportedOffsetMs }, message);
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
+    }
+    if (previous?.ruleFrom === 'terminal' && previous.rule !== rule && previous.problem === null) {
+      // Ticks already gathered were stamped under the old offset: decode them with it.
+      this.#flush(source);
+      this.#o.metrics.clockOffsetChanges.inc({ source: this.#label(source) });
+      this.#o.logger.warn(
+        { source, from: previous.rule, to: rule },
+        `the terminal of source ${source} now reports ${rule} (was ${previous.rule}): ticks from now on are converted with ${rule}; configure sourceTimeZones so that DST switches apply at the tick's own time`,
+      );
+    } else if (previous === undefined || previous.ruleFrom !== 'terminal') {
+      this.#o.logger.warn(
+        { source, rule },
+        `source ${source} has no time zone rule: its ticks are converted with the offset its terminal reports (${rule}), re-read at every heartbeat; ticks sent late across a DST switch would be off by the change: configure sourceTimeZones (--source-time-zones ${source}=Europe/Athens)`,
+      );
+    }
+    this.#sourceClocks.set(source, { rule, ruleFrom: 'terminal', reportedOffsetMs, problem: null });
   }
 
-  #clockFor(source: string): ServerClock {
-    const rule = this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone;
+  /** The configured rule of a source, or null when it has none (then its terminal's offset is used). */
+  #configuredRule(source: string): string | null {
+    return this.#o.config.sourceTimeZones[source] ?? (this.#o.config.defaultServerTimeZone || null);
+  }
+
+  #clock(rule: string): ServerClock {
     let clock = this.#clocks.get(rule);
     if (!clock) {
       clock = createServerClock(rule);
@@ -445,7 +559,7 @@ export class Ingest implements IngressHandler {
       source,
       symbols: chunk.symbols,
       structSize: chunk.session.structSize,
-      clockRule: this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone,
+      clockRule: chunk.clockRule,
       recordTicks: this.#o.config.recordTicks,
       bytes,
       frames,
@@ -576,7 +690,7 @@ export class Ingest implements IngressHandler {
     const now = Date.now();
     const ahead = this.#o.config.tickMaxAheadMs;
     let latest = now + ahead;
-    const clock = this.#sourceClock.get(source);
+    const clock = this.#gmtClocks.get(source);
     if (clock) latest = Math.min(latest, clock.gmtMs + (now - clock.atMs) + ahead);
     const behind = this.#o.config.tickMaxBehindMs;
     const earliest = behind > 0 ? now - behind : Number.NEGATIVE_INFINITY;

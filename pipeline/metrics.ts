@@ -35,7 +35,13 @@ export function createPipelineMetrics(registry: Registry = new Registry()) {
     }),
     clockMismatches: new Counter({
       name: 'tickstream_clock_mismatches_total',
-      help: "Times a terminal's reported server-time offset contradicted the configured time-zone rule",
+      help: "Times a terminal's reported server-time offset contradicted the configured time-zone rule (the source is refused)",
+      labelNames: ['source'],
+      registers,
+    }),
+    clockOffsetChanges: new Counter({
+      name: 'tickstream_clock_offset_changes_total',
+      help: 'Times the offset reported by the terminal of a source without a time-zone rule changed (a DST switch)',
       labelNames: ['source'],
       registers,
     }),

@@ -36,7 +36,7 @@ export interface ServeOptions {
 }
 
 export async function serve(config: Config, options: ServeOptions = {}): Promise<Running> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, config.logFormat);
   const registry = new Registry();
   // Process CPU, RSS, heap, GC and event-loop lag, as tickstream_process_* / tickstream_nodejs_*.
   collectDefaultMetrics({ register: registry, prefix: 'tickstream_' });
@@ -198,7 +198,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     sources: ingest.sourceStates().map((s) => ({
       ...s,
       connected: ingress.sources.includes(s.source),
-      committedSeq: ingress.session(s.source)?.ackedSeq ?? null,
       ticks: s.nextSeq - 1,
     })),
   });

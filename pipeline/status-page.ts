@@ -14,8 +14,9 @@ th:first-child,td:first-child{text-align:left} .ok{color:#1a7f37} .bad{color:#cf
 <div class="muted" id="meta"></div>
 <table id="totals"></table>
 <h2 style="font-size:16px;margin-top:20px">Sources</h2>
-<table id="sources"><tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th></tr></table>
+<table id="sources"><tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th><th>time zone rule</th><th>terminal reports</th></tr></table>
 <script>
+const esc = (t) => String(t).replace(/[&<>"]/g, (c) => '&#' + c.charCodeAt(0) + ';');
 const fmt = (n) => typeof n === 'number' ? n.toLocaleString('en-US', {maximumFractionDigits: 1}) : String(n);
 async function tick() {
   try {
@@ -25,9 +26,11 @@ async function tick() {
     document.getElementById('meta').textContent = 'instance ' + s.instanceId + ', up ' + fmt(s.uptimeS) + ' s, RSS ' + fmt(s.rssMb) + ' MB';
     document.getElementById('totals').innerHTML = Object.entries(s.totals)
       .map(([k, v]) => '<tr><td>' + k + '</td><td>' + fmt(v) + '</td></tr>').join('');
-    document.getElementById('sources').innerHTML = '<tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th></tr>' +
+    document.getElementById('sources').innerHTML = '<tr><th>source</th><th>connected</th><th>next seq</th><th>committed seq</th><th>ticks</th><th>last tick age</th><th>time zone rule</th><th>terminal reports</th></tr>' +
       s.sources.map((x) => '<tr><td>' + x.source + '</td><td class="' + (x.connected ? 'ok' : 'bad') + '">' + x.connected + '</td><td>' + fmt(x.nextSeq) +
-        '</td><td>' + fmt(x.committedSeq) + '</td><td>' + fmt(x.ticks) + '</td><td>' + (x.lastTickAgeS == null ? '–' : fmt(x.lastTickAgeS) + ' s') + '</td></tr>').join('');
+        '</td><td>' + fmt(x.committedSeq) + '</td><td>' + fmt(x.ticks) + '</td><td>' + (x.lastTickAgeS == null ? '–' : fmt(x.lastTickAgeS) + ' s') +
+        '</td><td>' + esc(x.timeZoneRule == null ? '–' : x.timeZoneRule + (x.timeZoneRuleFrom === 'terminal' ? ' (from the terminal: no rule configured)' : '')) +
+        '</td><td' + (x.clockProblem ? ' class="bad" title="' + esc(x.clockProblem) + '">' + esc((x.reportedOffset ?? '–') + ': REFUSED, see the log') : '>' + esc(x.reportedOffset ?? '–')) + '</td></tr>').join('');
   } catch (e) { document.getElementById('ready').textContent = 'unreachable'; }
 }
 tick(); setInterval(tick, 1000);

@@ -4,7 +4,7 @@
  *
  * - `Terminal`: one growing tick history per symbol and `copyTicksRange(from, to)` that returns,
  *   at the moment of the call, every tick with from ≤ time_msc ≤ to in history order (both ends
- *   inclusive, as MT5.md says). It does not reuse capture.ts's ArrayHistory; `HistoryView` only
+ *   inclusive, as docs/protocol.md §5 says). It does not reuse capture.ts's ArrayHistory; `HistoryView` only
  *   adapts its answer to the index-range interface TickCapture reads (`SymbolHistory`).
  * - `Journal`: the bridge side. It commits what the EA sent, in seq order, only the next
  *   contiguous seq, and answers HELLO_ACK with `next_seq` and, per symbol it has ticks of, the
@@ -24,7 +24,7 @@
  * cursor finds it — but never *before* a tick already there. A tick inserted older than the
  * cursor's millisecond (or between ticks already read) cannot be found by any
  * (last_msc, count_at_msc) cursor over CopyTicksRange, and it would also shift the history
- * indices TickCapture keeps for buffered ticks. MT5.md does not report such inserts; capture.ts
+ * indices TickCapture keeps for buffered ticks. MT5 is not known to make such inserts; capture.ts
  * and the EA assume per-symbol history is append-only, and the EA has no rescan that would catch
  * one (it would be lost silently).
  *

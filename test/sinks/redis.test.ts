@@ -14,8 +14,9 @@ import { TickstreamError } from '../../codecs/errors.js';
 import { RespReplyCounter, RespWriter } from '../../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
 import { RedisSink, type RedisSinkOptions } from '../../sinks/redis.js';
+import { REDIS_URL } from '../helpers/procs.js';
 
-const url = process.env['TICKSTREAM_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const url = REDIS_URL;
 const prefix = `tstest:${randomBytes(4).toString('hex')}`;
 const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
 const sinks: RedisSink[] = [];
