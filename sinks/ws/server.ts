@@ -118,6 +118,7 @@ export class WsServer {
   readonly #sourcesOf = new Map<string, Set<string>>();
   #lastBarDropLogAt = 0;
   #lastFullLogAt = 0;
+  #lastRefusalLogAt = 0;
   readonly #encoder = new TickRecordEncoder();
   #listen: uws.us_listen_socket | null = null;
   readonly #m;
@@ -536,6 +537,14 @@ export class WsServer {
   #refuse(ws: Socket, reason: string, code: ErrorCode, message: string): void {
     this.#m.refusedMessages.inc({ reason });
     ws.send(JSON.stringify({ type: 'error', code, message }), false);
+    // Logged at most every 10 s: a client sending garbage in a loop must not flood the log.
+    const now = Date.now();
+    if (now - this.#lastRefusalLogAt < 10_000) return;
+    this.#lastRefusalLogAt = now;
+    this.#o.logger.warn(
+      { reason, code, message },
+      'websocket client message refused with an error reply (counted in tickstream_ws_refused_messages_total; logged at most every 10 s)',
+    );
   }
 
   #onMessage(ws: Socket, text: string): void {
