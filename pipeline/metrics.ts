@@ -110,6 +110,39 @@ export function createPipelineMetrics(registry: Registry = new Registry()) {
       help: '1-minute bars closed',
       registers,
     }),
+    ticksOutOfWindow: new Counter({
+      name: 'tickstream_ticks_out_of_time_window_total',
+      help: 'Ticks journaled but held out of Redis, websockets and bars: their time is outside the window around the bridge and source clocks',
+      labelNames: ['source'],
+      registers,
+    }),
+    stateRefusals: new Counter({
+      name: 'tickstream_state_limit_refusals_total',
+      help: 'Sources or (source, symbol) pairs refused with ERR_LIMIT because the bridge holds maxSources / maxSymbols already',
+      labelNames: ['what'],
+      registers,
+    }),
+    sourcesKnown: new Gauge({
+      name: 'tickstream_sources_known',
+      help: 'Sources with live state (seen within sourceForgetAfterMs); limit maxSources',
+      registers,
+    }),
+    symbolsKnown: new Gauge({
+      name: 'tickstream_symbols_known',
+      help: '(source, symbol) pairs with live state; limit maxSymbols',
+      registers,
+    }),
+    sourcesForgotten: new Counter({
+      name: 'tickstream_sources_forgotten_total',
+      help: 'Sources whose live state was dropped after sourceForgetAfterMs without a session or a tick',
+      registers,
+    }),
+    journalAppendFailures: new Counter({
+      name: 'tickstream_journal_append_failures_total',
+      help: 'Journal appends that failed (their ticks stay un-ACKed and are resent; failed bars are lost and logged)',
+      labelNames: ['what'],
+      registers,
+    }),
     ready: new Gauge({
       name: 'tickstream_ready',
       help: '1 when the journal accepts writes (/readyz)',

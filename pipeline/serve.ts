@@ -111,8 +111,11 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxBackpressureBytes: config.wsMaxBackpressureBytes,
     slowConsumerPolicy: config.wsSlowConsumerPolicy,
     maxClients: config.wsMaxClients,
+    maxChannelsPerClient: config.wsMaxChannelsPerClient,
+    snapshotsPerTurn: config.wsSnapshotsPerTurn,
     registry,
     logger: logger.child({ part: 'ws' }),
+    ...(failPoint ? { failPoint } : {}),
   });
   live.push(ws);
 
@@ -136,7 +139,15 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     }
   };
   void startLoader(1000);
-  const retention = setInterval(() => void loader?.applyRetention().catch(() => undefined), 3_600_000);
+  const retention = setInterval(
+    () =>
+      void loader
+        ?.applyRetention()
+        .catch((err: Error) =>
+          logger.warn({ err: err.message }, 'postgres retention failed: tried again in an hour'),
+        ),
+    3_600_000,
+  );
   retention.unref();
 
   const ingest = new Ingest({
@@ -193,8 +204,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
     metrics.connections.set(ingress.connectionCount);
-    for (const s of ingest.sourceStates())
-      if (s.lastTickAgeS !== null) metrics.lastTickAge.set({ source: s.source }, s.lastTickAgeS);
+    ingest.updateGauges();
     return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
   });
   ws.route('/healthz', () => ({ status: 200, contentType: 'text/plain', body: 'ok\n' }));

@@ -45,4 +45,22 @@ describe('smoke round trips against the real services', () => {
     expect(redis?.detail).toContain('redis://127.0.0.1:1');
     expect(steps.filter((s) => s.ok).map((s) => s.part)).toEqual(['kafka', 'postgres', 'websocket']);
   });
+
+  it('prints no password: Redis and Postgres URLs in failure lines are redacted (issue 20.7)', async () => {
+    const secret = 'hunter2-not-for-logs';
+    const broken = loadConfig({
+      env: {},
+      flags: {
+        'redis-url': `redis://ops:${secret}@127.0.0.1:1`,
+        'postgres-url': `postgres://ops:${secret}@127.0.0.1:1/tickstream`,
+      },
+    });
+    const steps = await runSmoke(broken, 10);
+    for (const part of ['redis', 'postgres'] as const) {
+      const step = steps.find((s) => s.part === part);
+      expect(step?.ok).toBe(false);
+      expect(step?.detail).not.toContain(secret);
+      expect(step?.detail).toContain('ops:***@127.0.0.1:1');
+    }
+  });
 });
