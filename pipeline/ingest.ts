@@ -464,7 +464,9 @@ export class Ingest implements IngressHandler {
         problem: message,
       });
       if (message === null) return;
-      this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      // Labelled by name even before the source holds live state (it is refused at HELLO): a
+      // source with a configured rule is one of a bounded set, and the operator must see which.
+      this.#o.metrics.clockMismatches.inc({ source });
       this.#o.logger.error(
         { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
         message,
