@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // The Kafka addon is not context-aware: it cannot load in worker threads (INFRA.md).
+    // The Kafka addon (librdkafka) is not context-aware: it cannot load in worker threads.
     pool: 'forks',
     poolOptions: { forks: { singleFork: false, maxForks: 2, minForks: 1 } },
     globalSetup: ['test/global-setup.ts'],

@@ -11,7 +11,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { parseArgs } from '../bridge/args.js';
+import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import {
   type BenchRun,
   type Comparison,
@@ -100,13 +100,42 @@ async function runSinks(quick: boolean, notes: string[]): Promise<Comparison[]> 
   return out;
 }
 
+const BENCH_COMMAND = {
+  name: 'bench',
+  invocation: 'npm run bench --',
+  summary:
+    'The bench suite: micro benchmarks (tinybench), each sink against its native tool, and the end-to-end load sweep. Writes bench/results/latest.{json,md,svg}.',
+  flags: {
+    only: { type: 'string', default: 'micro,sinks,e2e', description: 'parts to run, comma-separated' },
+    quick: { type: 'boolean', description: 'short runs (a smoke test of the suite, not figures to quote)' },
+    'save-baseline': { type: 'boolean', description: 'also save this run as bench/baseline.json' },
+    compare: {
+      type: 'boolean',
+      description: 'compare a saved run (FILE, default latest.json) with the baseline; exit 1 on a slowdown',
+    },
+    threshold: {
+      type: 'number',
+      min: 0,
+      default: 0.2,
+      description: 'with --compare: the slowdown allowed (0.2 = 20 %)',
+    },
+  },
+  positionals: {
+    usage: '[FILE]',
+    description: 'with --compare: the run to compare (default bench/results/latest.json)',
+  },
+  examples: ['npm run bench -- --only micro,sinks', 'npm run bench -- --compare --threshold 0.3'],
+} as const satisfies CommandSpec;
+
 async function main(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, new Set(['quick', 'save-baseline']));
-  const threshold = Number(flags['threshold'] ?? 0.2);
+  const parsed = parseCommand(BENCH_COMMAND, argv);
+  if (!parsed) return 0;
+  const { flags } = parsed;
+  const threshold = flags.threshold;
   mkdirSync(resultsDir, { recursive: true });
 
-  if (flags['compare']) {
-    const file = flags['compare'] === 'true' ? `${resultsDir}latest.json` : flags['compare'];
+  if (flags.compare) {
+    const file = parsed.positionals[0] ?? `${resultsDir}latest.json`;
     if (!existsSync(baselineFile)) {
       log(`no baseline at ${baselineFile}: run \`npm run bench -- --save-baseline\` first`);
       return 2;
@@ -123,8 +152,8 @@ async function main(argv: string[]): Promise<number> {
     return found.length ? 1 : 0;
   }
 
-  const only = new Set((flags['only'] ?? 'micro,sinks,e2e').split(','));
-  const quick = flags['quick'] === 'true';
+  const only = new Set(flags.only.split(','));
+  const { quick } = flags;
   const run: BenchRun = {
     started_at: new Date().toISOString(),
     machine: machineInfo(),
@@ -152,7 +181,7 @@ async function main(argv: string[]): Promise<number> {
   writeFileSync(`${resultsDir}latest.json`, JSON.stringify(run, null, 2));
   writeFileSync(`${resultsDir}latest.md`, `${table}\n`);
   if (run.e2e) writeFileSync(`${resultsDir}latest.svg`, chart(run));
-  if (flags['save-baseline'] === 'true') writeFileSync(baselineFile, JSON.stringify(run, null, 2));
+  if (flags['save-baseline']) writeFileSync(baselineFile, JSON.stringify(run, null, 2));
   log(`results: ${resultsDir}latest.json (and .md${run.e2e ? ', .svg' : ''})`);
   return 0;
 }

@@ -7,7 +7,11 @@
  * - captured ticks wait in a bounded buffer until ACKed; when it is full capture pauses and the
  *   cursors hold (nothing is evicted), so the terminal's history is the overflow store;
  * - after a reconnect, what is buffered from HELLO_ACK's `nextSeq` on is sent again; an EA that
- *   lost its memory takes `nextSeq` and the cursors from HELLO_ACK and re-reads history.
+ *   lost its memory takes `nextSeq` and the cursors from HELLO_ACK and re-reads history;
+ * - a bridge whose state this buffer cannot continue from (it lost ticks it had ACKed, or holds
+ *   seqs this EA never sent) is adopted the same way: the buffer is dropped and every symbol is
+ *   re-read from the bridge's cursor, or, without one, from where this run started it (its
+ *   origin), so no tick captured but not committed is lost (TickStream.mq5 OnHelloAck agrees).
  * Ticks that arrive late in an already-read millisecond are found by the count skip; a tick
  * inserted *before* the cursor's millisecond after it was passed cannot be seen by
  * CopyTicksRange from the cursor (MT5 history is append-only per symbol in practice).
@@ -31,6 +35,8 @@ export class TickCapture {
   readonly #capacity: number;
   readonly cursors: Cursor[];
   readonly #startMsc: number;
+  /** Each symbol's cursor when this run's capture began (first HELLO_ACK); null before it. */
+  #origins: Cursor[] | null = null;
   /** Seq the next captured tick gets. */
   nextSeq = 1;
   /** Buffered ticks are seqs [bufferStart, nextSeq). */
@@ -70,15 +76,15 @@ export class TickCapture {
       this.nextSeq = nextSeq;
       this.bufferStart = nextSeq;
       this.#head = 0;
-      // Whatever was read before this point is forgotten: the bridge's cursors are the truth.
-      for (const c of this.cursors) {
-        c.lastMsc = this.#startMsc;
-        c.countAtMsc = 0;
-      }
-      for (const c of cursors) {
-        const k = this.symbols.indexOf(c.symbol);
-        if (k >= 0) this.cursors[k] = { lastMsc: c.lastMsc, countAtMsc: c.countAtMsc };
-      }
+      // Whatever was read before this point is forgotten: the bridge's cursors are the truth, and
+      // a symbol it has none of goes back to where this run started it (the live start on the
+      // first HELLO_ACK). Not "live" again: that would skip what was captured but not committed.
+      this.symbols.forEach((name, k) => {
+        const c = cursors.find((x) => x.symbol === name);
+        const origin = this.#origins?.[k] ?? { lastMsc: this.#startMsc, countAtMsc: 0 };
+        this.cursors[k] = c ? { lastMsc: c.lastMsc, countAtMsc: c.countAtMsc } : { ...origin };
+      });
+      this.#origins ??= this.cursors.map((c) => ({ ...c }));
       return;
     }
     // Ticks below nextSeq are already accepted by the bridge: no need to keep them.

@@ -46,6 +46,16 @@ export interface ClientOptions {
   onProgress?: (s: ClientStats) => void;
   /** Test aid: the n-th TICKS frame is "lost in transit" once (not sent), so the bridge sees a gap. */
   dropFrame?: number;
+  /**
+   * The EA's `InpMaxFrameBytes`: TICKS payloads at most this big, and at most two such frames'
+   * worth of ticks sent but not ACKed, so what waits in the socket always fits its buffers and a
+   * send never blocks (see `#pump`). Unset: the bridge's limits only (no in-flight cap).
+   */
+  maxFrameBytes?: number;
+  /** A terminal that is slow to sync: the first history read of each symbol blocks this long. */
+  historyDelayMs?: number;
+  /** The EA's send timeout (SocketTimeouts): a frame not handed to the kernel in this long drops the connection. */
+  sendTimeoutMs?: number;
 }
 
 export interface ClientStats {
@@ -62,6 +72,10 @@ export interface ClientStats {
 const BACKOFF_MIN_MS = 100;
 const CHALLENGE_TIMEOUT_MS = 10_000;
 const BACKOFF_MAX_MS = 5000;
+/** The EA's SOCKET_TIMEOUT_MS: a SocketSend blocked this long fails and the EA reconnects. */
+const SEND_TIMEOUT_MS = 10_000;
+/** Frames' worth of ticks a capped sender keeps un-ACKed (the EA's IN_FLIGHT_FRAMES). */
+const IN_FLIGHT_FRAMES = 2;
 
 export class BridgeClient {
   readonly #o: ClientOptions;
@@ -71,8 +85,15 @@ export class BridgeClient {
   #socket: net.Socket | null = null;
   #creditLimit = 0;
   #nextSend = 1;
-  #maxTicksPerFrame = 16384;
   #heartbeatMs = 1000;
+  #heartbeatTimeoutMs = 15_000;
+  /** When the first HEARTBEAT went out since the bridge last spoke; 0: none (the EA's g_hbWaitSince). */
+  #hbWaitSince = 0;
+  /** Ticks a TICKS frame may carry: the bridge's limits and our own frame cap. */
+  #ticksPerFrame = 16384;
+  /** Symbols whose first history read (the terminal's sync) is done in this run. */
+  #warm = 0;
+  #sendBlocked: NodeJS.Timeout | null = null;
   #stopped = false;
   #ready = false;
   #writable = true;
@@ -109,7 +130,6 @@ export class BridgeClient {
   run(): Promise<ClientStats> {
     return new Promise((resolve, reject) => {
       this.#done = { resolve, reject };
-      this.#connect();
       this.#pollTimer = setInterval(() => this.#tick(), this.#o.pollIntervalMs);
     });
   }
@@ -139,6 +159,7 @@ export class BridgeClient {
   #cleanup(): void {
     if (this.#pollTimer) clearInterval(this.#pollTimer);
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+    if (this.#sendBlocked) clearTimeout(this.#sendBlocked);
     this.#socket?.destroy();
   }
 
@@ -164,6 +185,7 @@ export class BridgeClient {
       socket.destroy();
     }, CHALLENGE_TIMEOUT_MS);
     socket.on('data', (chunk: Buffer) => {
+      this.#hbWaitSince = 0; // the bridge is alive
       if (!greeted) {
         greeted = true;
         this.#greetedOnce = true;
@@ -180,6 +202,8 @@ export class BridgeClient {
       }
     });
     socket.on('drain', () => {
+      if (this.#sendBlocked) clearTimeout(this.#sendBlocked);
+      this.#sendBlocked = null;
       this.#writable = true;
       this.#pump();
     });
@@ -208,6 +232,8 @@ export class BridgeClient {
       }
       this.#ready = false;
       if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+      if (this.#sendBlocked) clearTimeout(this.#sendBlocked);
+      this.#sendBlocked = null;
       if (this.#stopped) return;
       this.stats.reconnects++;
       const delay = this.#backoff * (0.5 + Math.random());
@@ -218,6 +244,25 @@ export class BridgeClient {
 
   #send(socket: net.Socket, type: MessageType, payload: Uint8Array): void {
     if (!socket.write(encodeFrame(type, payload))) this.#writable = false;
+    // The EA's SocketSend returns only once the kernel has the whole frame; blocked past its
+    // timeout it fails and the EA reconnects. Bytes Node still holds are bytes that call would
+    // be blocked on.
+    this.#watchSend(socket);
+  }
+
+  /** Drops the connection when bytes written `sendTimeoutMs` ago are still not in the kernel. */
+  #watchSend(socket: net.Socket): void {
+    if (socket.writableLength === 0 || this.#sendBlocked !== null) return;
+    const timeoutMs = this.#o.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+    // bytesWritten counts what Node still holds too: the end of everything written so far.
+    const mustBeOutBy = socket.bytesWritten;
+    this.#sendBlocked = setTimeout(() => {
+      this.#sendBlocked = null;
+      if (this.#socket !== socket) return;
+      if (socket.bytesWritten - socket.writableLength >= mustBeOutBy) return this.#watchSend(socket);
+      this.stats.lastError = `a send stayed blocked for ${timeoutMs} ms (the bridge reads nothing)`;
+      socket.destroy();
+    }, timeoutMs);
   }
 
   #onFrame(socket: net.Socket, type: number, payload: Uint8Array): void {
@@ -251,8 +296,17 @@ export class BridgeClient {
         // Everything buffered from nextSeq on goes again (counted as resent).
         this.#nextSend = a.nextSeq;
         this.#creditLimit = a.creditLimit;
-        this.#maxTicksPerFrame = a.maxTicksPerFrame;
+        const frameBytes = Math.min(a.maxFrameBytes, this.#o.maxFrameBytes ?? a.maxFrameBytes);
+        this.#ticksPerFrame = Math.max(
+          1,
+          Math.min(
+            a.maxTicksPerFrame,
+            Math.floor((frameBytes - msg.TICKS_HEADER_BYTES) / this.#o.structSize),
+          ),
+        );
         this.#heartbeatMs = a.heartbeatIntervalMs;
+        this.#heartbeatTimeoutMs = a.heartbeatTimeoutMs;
+        this.#hbWaitSince = 0;
         this.#backoff = BACKOFF_MIN_MS;
         this.#send(
           socket,
@@ -263,12 +317,13 @@ export class BridgeClient {
         if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
         this.#heartbeatTimer = setInterval(() => {
           const gmt = Date.now();
-          if (this.#ready)
-            this.#send(
-              socket,
-              MessageType.HEARTBEAT,
-              msg.encodeHeartbeat({ serverTimeMs: gmt + this.#o.serverOffsetMs(gmt), gmtTimeMs: gmt }),
-            );
+          if (!this.#ready) return;
+          this.#hbWaitSince ||= gmt;
+          this.#send(
+            socket,
+            MessageType.HEARTBEAT,
+            msg.encodeHeartbeat({ serverTimeMs: gmt + this.#o.serverOffsetMs(gmt), gmtTimeMs: gmt }),
+          );
         }, this.#heartbeatMs);
         this.#pump();
         return;
@@ -298,7 +353,12 @@ export class BridgeClient {
         if (!(e instanceof TickstreamError)) {
           this.stats.lastError = `${e.code}: ${e.message}`;
           // A person must fix these: retrying cannot help.
-          if (e.code === ErrorCode.AUTH || e.code === ErrorCode.STRUCT_SIZE)
+          if (
+            e.code === ErrorCode.AUTH ||
+            e.code === ErrorCode.STRUCT_SIZE ||
+            e.code === ErrorCode.FRAME_VERSION ||
+            e.code === ErrorCode.LIMIT
+          )
             this.#giveUp(new TickstreamError(e.code, `the bridge refused this source: ${e.message}`));
         }
         return;
@@ -321,6 +381,16 @@ export class BridgeClient {
   }
 
   #tick(): void {
+    if (this.#warm < this.#o.symbols.length) {
+      this.#warmUp();
+      return;
+    }
+    // The EA's rule: a bridge that says nothing for heartbeat_timeout_ms after a HEARTBEAT is dead.
+    if (this.#ready && this.#hbWaitSince > 0 && Date.now() - this.#hbWaitSince > this.#heartbeatTimeoutMs) {
+      this.stats.lastError = `the bridge sent nothing for ${this.#heartbeatTimeoutMs} ms after a HEARTBEAT`;
+      this.#hbWaitSince = 0;
+      this.#socket?.destroy();
+    }
     // An EA without memory does not capture before HELLO_ACK tells it where it stands.
     if (!this.#amnesia && this.#capture.buffered < this.#o.maxBufferedTicks) {
       this.stats.captured += this.#capture.poll(this.#o.now());
@@ -330,17 +400,39 @@ export class BridgeClient {
     this.#checkDone();
   }
 
+  /**
+   * The EA's warm-up (TickStream.mq5 WarmUp): before its first connection it reads each symbol's
+   * newest ticks once, one symbol per timer event, so the terminal syncs its tick history while
+   * no session is open to time out. `historyDelayMs` makes that read block the whole thread, as
+   * CopyTicks blocks the EA's (up to 45 s in an EA, MQL5 reference). Atomics.wait sleeps
+   * without burning the CPU.
+   */
+  #warmUp(): void {
+    const delay = this.#o.historyDelayMs ?? 0;
+    if (delay > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, delay);
+    this.#warm = delay > 0 ? this.#warm + 1 : this.#o.symbols.length;
+    if (this.#warm === this.#o.symbols.length) this.#connect();
+  }
+
+  /** Seq limit for sending: the bridge's credit and, with a frame cap, the in-flight window. */
+  #sendLimit(): number {
+    if (this.#o.maxFrameBytes === undefined) return this.#creditLimit;
+    const acked = Math.max(this.stats.lastAckedSeq, this.#capture.bufferStart - 1);
+    return Math.min(this.#creditLimit, acked + 1 + IN_FLIGHT_FRAMES * this.#ticksPerFrame);
+  }
+
   /** Sends buffered ticks from #nextSend while credit, socket room and frame limits allow. */
   #pump(): void {
     const socket = this.#socket;
     if (!socket || !this.#ready) return;
     if (this.#capture.buffered < this.#o.maxBufferedTicks)
       this.stats.captured += this.#capture.poll(this.#o.now());
-    while (this.#writable && this.#nextSend < this.#capture.nextSeq && this.#nextSend < this.#creditLimit) {
+    const limit = this.#sendLimit();
+    while (this.#writable && this.#nextSend < this.#capture.nextSeq && this.#nextSend < limit) {
       const first = this.#nextSend;
       const { symbol } = this.#capture.at(first);
       let n = 1;
-      const max = Math.min(this.#maxTicksPerFrame, this.#creditLimit - first, this.#capture.nextSeq - first);
+      const max = Math.min(this.#ticksPerFrame, limit - first, this.#capture.nextSeq - first);
       while (n < max && this.#capture.at(first + n).symbol === symbol) n++;
       if (++this.#framesSent !== this.#o.dropFrame)
         this.#send(

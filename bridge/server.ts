@@ -112,6 +112,8 @@ export class IngressServer {
   readonly #rateBuckets = new Map<string, { tokens: number; at: number }>();
   #paused = false;
   #stopping = false;
+  /** While a session is not read (backpressure, rate limit) it still hears from us: see #keepAlive. */
+  #keepAliveTimer: NodeJS.Timeout | null = null;
 
   constructor(options: IngressOptions, handler: IngressHandler) {
     this.#o = options;
@@ -148,6 +150,7 @@ export class IngressServer {
       );
       this.#server.listen(this.#o.port, this.#o.host, resolve);
     });
+    this.#keepAliveTimer = setInterval(() => this.#keepAlive(), this.#o.heartbeatIntervalMs).unref();
     return (this.#server.address() as net.AddressInfo).port;
   }
 
@@ -171,11 +174,16 @@ export class IngressServer {
     this.#sendAck(s);
   }
 
-  /** Stops (or resumes) reading from every source: TCP backpressure when queues are full. */
+  /**
+   * Stops (or resumes) reading from every source: TCP backpressure when queues are full.
+   * Connections before HELLO are still read: a HELLO brings no ticks, and an EA that connects
+   * during backpressure must not meet the handshake timeout (its session is paused from HELLO on).
+   */
   setPaused(paused: boolean): void {
     if (paused === this.#paused) return;
     this.#paused = paused;
     for (const s of this.#connections) {
+      if (!s.hello) continue;
       if (paused) s.socket.pause();
       else if (!this.#rateLimited(s)) s.socket.resume();
     }
@@ -193,6 +201,7 @@ export class IngressServer {
   }
 
   closeAll(code: ErrorCode, reason: string): void {
+    if (this.#keepAliveTimer) clearInterval(this.#keepAliveTimer);
     for (const s of this.#connections) {
       if (code === ErrorCode.SHUTTING_DOWN) {
         s.send(MessageType.BYE, msg.encodeBye(reason));
@@ -205,6 +214,17 @@ export class IngressServer {
   /** Ends a source's session with an error (e.g. a tick the workers refused). */
   failSource(source: string, code: ErrorCode, message: string): void {
     this.#bySource.get(source)?.fail(code, message);
+  }
+
+  /**
+   * An EA treats a bridge silent for heartbeat_timeout_ms after its HEARTBEAT as dead. While we
+   * do not read a session (backpressure, rate limit) its heartbeats wait unread in the socket, so
+   * it gets an ACK every heartbeat interval instead: a paused bridge is slow, not dead, and the
+   * EA must not turn that into a reconnect that resends its whole window (issue 19).
+   */
+  #keepAlive(): void {
+    for (const s of this.#bySource.values())
+      if (!s.closed && s.helloAcked && s.socket.isPaused()) this.#sendAck(s);
   }
 
   #sendAck(s: Session): void {
@@ -231,7 +251,6 @@ export class IngressServer {
       return;
     }
     this.#connections.add(s);
-    if (this.#paused) socket.pause();
     const decoder = new FrameDecoder(this.#o.maxFrameBytes);
     const nonce = newNonce();
     let silence: NodeJS.Timeout = setTimeout(
@@ -261,8 +280,10 @@ export class IngressServer {
           this.#reject(s, frame.code, frame.message);
           return;
         }
-        heard();
         this.#onFrame(s, frame.type, frame.payload, nonce, receivedAtMs, socket);
+        // After the frame, not before: the HELLO frame itself is what ends the handshake timer
+        // (called before it, `heard` saw no HELLO yet and left the 5 s timer running).
+        if (!s.closed) heard();
       }
     });
     socket.on('close', () => {
@@ -419,7 +440,12 @@ export class IngressServer {
         this.#h.onSessionOpen(s);
         if (!this.#paused) socket.resume();
       })
-      .catch((err: Error) => this.#reject(s, ErrorCode.INTERNAL, `resume state unavailable: ${err.message}`));
+      .catch((err: Error) =>
+        // A time-zone refusal keeps its code: the EA shows it to a person, who must fix the rule.
+        err instanceof TickstreamError && err.code === ErrorCode.TIME_ZONE
+          ? this.#reject(s, err.code, err.message)
+          : this.#reject(s, ErrorCode.INTERNAL, `resume state unavailable: ${err.message}`),
+      );
   }
 
   #onTicks(s: Session, payload: Uint8Array, receivedAtMs: number): void {

@@ -9,7 +9,7 @@ import { basename } from 'node:path';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { createServerClock } from '../codecs/server-clock.js';
 import { parseTickFile, TICK_FILE_FORMATS, type TickFileFormat } from '../codecs/tick-file.js';
-import { parseArgs } from './args.js';
+import { type CommandSpec, parseCommand } from './args.js';
 import { BridgeClient, type ClientStats, type SimSymbol } from './client.js';
 
 export interface SimOptions {
@@ -28,6 +28,10 @@ export interface SimOptions {
   restartAfterAcked?: number;
   /** Test aid: the n-th TICKS frame is lost once (the bridge must ask for a RESEND). */
   dropFrame?: number;
+  /** The EA's InpMaxFrameBytes: TICKS payloads at most this big, two of them in flight at most. */
+  maxFrameBytes?: number;
+  /** A slow terminal: the first history read of each symbol blocks the simulated EA this long. */
+  historyDelayMs?: number;
   onProgress?: (s: ClientStats, total: number) => void;
 }
 
@@ -133,6 +137,8 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
     ...(o.tls ? { tls: o.tls } : {}),
     ...(o.restartAfterAcked !== undefined ? { restartAfterAcked: o.restartAfterAcked } : {}),
     ...(o.dropFrame !== undefined ? { dropFrame: o.dropFrame } : {}),
+    ...(o.maxFrameBytes !== undefined ? { maxFrameBytes: o.maxFrameBytes } : {}),
+    ...(o.historyDelayMs !== undefined ? { historyDelayMs: o.historyDelayMs } : {}),
     onProgress: (s) => o.onProgress?.(s, client.total),
   });
   const stats = await client.run();
@@ -140,46 +146,155 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
   return { ...stats, total: client.total, elapsedS, ticksPerS: stats.sent / Math.max(elapsedS, 1e-3) };
 }
 
-const HELP = `usage: tickstream sim [--file PATH [--format mt5|dukascopy|histdata|truefx] [--symbol NAME]]
-                     [--synthetic --symbols N --rate TICKS_PER_S --duration S --seed K]
-                     [--source ID] [--server-tz ZONE | --server-utc-offset HOURS] [--speed max|N]
-                     [--host H] [--port P] [--secret S] [--struct-size 60|52] [--tls [--ca FILE] [--insecure]]
-                     [--restart-after N] [--drop-frame N] [--progress] [--dry-run]
-  --restart-after N   forget everything once N ticks are ACKed (an EA restart), resume from HELLO_ACK
-  --drop-frame N      test aid: the N-th TICKS frame is lost once, so the bridge sends RESEND`;
+export const SIM_COMMAND = {
+  name: 'sim',
+  summary:
+    'Stream an MT5 export, a CSV or a synthetic feed to the bridge as an EA would: the same handshake, credit, ACK, RESEND, reconnect and resume paths.',
+  flags: {
+    file: {
+      type: 'string',
+      value: 'PATH',
+      description: 'tick file to stream (MT5 export UTF-8/UTF-16LE, Dukascopy, HistData, TrueFX)',
+    },
+    format: {
+      type: 'string',
+      choices: TICK_FILE_FORMATS,
+      description: 'format of --file (detected when left out)',
+    },
+    symbol: {
+      type: 'string',
+      value: 'NAME',
+      description: "symbol of --file (default: the file name's first capitals)",
+    },
+    synthetic: { type: 'boolean', description: 'stream a seeded random walk instead of a file' },
+    symbols: { type: 'number', integer: true, min: 1, default: 10, description: 'synthetic: symbols' },
+    rate: {
+      type: 'number',
+      min: 0.001,
+      default: 1000,
+      description: 'synthetic: ticks per second over all symbols',
+    },
+    duration: {
+      type: 'number',
+      min: 0.001,
+      default: 10,
+      value: 'S',
+      description: 'synthetic: seconds of ticks',
+    },
+    seed: { type: 'number', integer: true, default: 1, description: 'synthetic: random seed' },
+    speed: {
+      type: 'string',
+      value: 'max|N',
+      description:
+        'max: as fast as credit allows; N: N × the recorded spacing (default 1 with --synthetic, max with --file)',
+    },
+    source: { type: 'string', default: 'sim', value: 'ID', description: 'source id sent in HELLO' },
+    'server-tz': {
+      type: 'string',
+      value: 'ZONE',
+      description: "the terminal's server time zone rule (Europe/Athens, +2, UTC; default UTC)",
+    },
+    'server-utc-offset': {
+      type: 'number',
+      value: 'HOURS',
+      description:
+        'the terminal server clock as a fixed UTC offset (instead of --server-tz; negative: --server-utc-offset=-5)',
+    },
+    host: { type: 'string', default: '127.0.0.1', description: 'bridge host' },
+    port: { type: 'number', integer: true, min: 1, default: 5555, description: 'bridge EA ingress port' },
+    secret: { type: 'string', default: '', description: "the source's HMAC secret" },
+    'struct-size': {
+      type: 'string',
+      choices: ['60', '52'],
+      default: '60',
+      description: 'MqlTick layout sent',
+    },
+    buffer: {
+      type: 'number',
+      integer: true,
+      min: 1,
+      default: 200_000,
+      description: 'un-ACKed ticks the terminal keeps (capture pauses when full)',
+    },
+    tls: { type: 'boolean', description: 'connect with TLS' },
+    ca: {
+      type: 'string',
+      value: 'FILE',
+      description: 'PEM CA that signed the bridge certificate (with --tls)',
+    },
+    insecure: { type: 'boolean', description: 'with --tls: accept any certificate (tests only)' },
+    'restart-after': {
+      type: 'number',
+      integer: true,
+      min: 1,
+      description: 'forget everything once N ticks are ACKed (an EA restart), resume from HELLO_ACK',
+    },
+    'drop-frame': {
+      type: 'number',
+      integer: true,
+      min: 1,
+      description: 'test aid: the N-th TICKS frame is lost once, so the bridge sends RESEND',
+    },
+    progress: {
+      type: 'boolean',
+      description: 'draw a progress bar on stderr (default: when stderr is a terminal)',
+    },
+    'max-frame-bytes': {
+      type: 'number',
+      integer: true,
+      min: 74,
+      value: 'B',
+      description:
+        "cap TICKS payloads at B bytes and keep two such frames un-ACKed at most, like the EA's InpMaxFrameBytes (default: the bridge's limits only)",
+    },
+    'history-delay-ms': {
+      type: 'number',
+      integer: true,
+      min: 0,
+      default: 0,
+      description:
+        "a slow terminal: the first history read of each symbol blocks N ms, before the first connection, as the EA's warm-up does",
+    },
+    'dry-run': { type: 'boolean', description: 'print what would be sent and exit' },
+  },
+  examples: [
+    'tickstream sim --synthetic --symbols 5 --rate 2000 --duration 30',
+    'tickstream sim --file EURUSD_ticks.csv --server-tz Europe/Athens --source terminal1 --secret change-me-please',
+  ],
+} as const satisfies CommandSpec;
 
 /** The CLI entry; returns the exit code. */
 export async function simMain(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, new Set(['synthetic', 'dry-run', 'progress', 'tls', 'insecure', 'help']));
-  if (flags['help']) {
-    process.stdout.write(`${HELP}\n`);
-    return 0;
-  }
+  const parsed = parseCommand(SIM_COMMAND, argv);
+  if (!parsed) return 0;
+  const flags = parsed.flags;
+  const offset = flags['server-utc-offset'];
   const serverTz =
-    flags['server-utc-offset'] !== undefined
-      ? `${Number(flags['server-utc-offset']) >= 0 ? '+' : ''}${flags['server-utc-offset']}`
-      : (flags['server-tz'] ?? 'UTC');
+    offset !== undefined ? `${offset >= 0 ? '+' : ''}${offset}` : (flags['server-tz'] ?? 'UTC');
   const clock = createServerClock(serverTz);
   let symbols: SimSymbol[];
-  if (flags['file']) {
-    const format = flags['format'] as TickFileFormat | undefined;
-    if (format && !TICK_FILE_FORMATS.includes(format))
-      throw new TickstreamError(ErrorCode.CONFIG, `--format must be one of ${TICK_FILE_FORMATS.join(', ')}`);
+  if (flags.file) {
+    const format = flags.format as TickFileFormat | undefined;
     symbols = [
-      symbolFromFile(flags['file'], {
+      symbolFromFile(flags.file, {
         serverTz,
         ...(format ? { format } : {}),
-        ...(flags['symbol'] ? { symbol: flags['symbol'] } : {}),
+        ...(flags.symbol ? { symbol: flags.symbol } : {}),
       }),
     ];
-  } else if (flags['synthetic']) {
-    const n = Number(flags['symbols'] ?? 10);
-    const rate = Number(flags['rate'] ?? 1000);
-    const duration = Number(flags['duration'] ?? 10);
-    symbols = syntheticSymbols(n, rate, duration, Number(flags['seed'] ?? 1), clock.toServer(Date.now()));
+  } else if (flags.synthetic) {
+    symbols = syntheticSymbols(
+      flags.symbols,
+      flags.rate,
+      flags.duration,
+      flags.seed,
+      clock.toServer(Date.now()),
+    );
   } else {
-    process.stderr.write(`tickstream sim: give --file PATH or --synthetic\n${HELP}\n`);
-    return 2;
+    throw new TickstreamError(
+      ErrorCode.USAGE,
+      "give --file PATH or --synthetic. Run 'tickstream sim --help' for the flags it takes.",
+    );
   }
   const total = symbols.reduce((n, s) => n + s.times.length, 0);
   if (flags['dry-run']) {
@@ -195,31 +310,38 @@ export async function simMain(argv: string[]): Promise<number> {
     );
     return 0;
   }
-  const speed = (flags['speed'] ?? 'max') === 'max' ? 'max' : Number(flags['speed']);
+  // A synthetic feed with a rate and a duration lasts that long unless asked otherwise.
+  const speedFlag = flags.speed ?? (flags.file ? 'max' : '1');
+  const speed = speedFlag === 'max' ? 'max' : Number(speedFlag);
   if (speed !== 'max' && !(speed > 0))
-    throw new TickstreamError(ErrorCode.CONFIG, '--speed must be max or a positive number');
-  const progress = flags['progress'] === 'true' || process.stderr.isTTY;
+    throw new TickstreamError(
+      ErrorCode.USAGE,
+      `--speed must be max or a positive number, got '${speedFlag}'`,
+    );
+  const progress = flags.progress || process.stderr.isTTY === true;
   let lastDraw = 0;
   const summary = await runSim({
-    host: flags['host'] ?? '127.0.0.1',
-    port: Number(flags['port'] ?? 5555),
-    source: flags['source'] ?? 'sim',
-    secret: flags['secret'] ?? '',
+    host: flags.host,
+    port: flags.port,
+    source: flags.source,
+    secret: flags.secret,
     symbols,
     serverTz,
     speed,
     structSize: flags['struct-size'] === '52' ? 52 : 60,
-    maxBufferedTicks: Number(flags['buffer'] ?? 200_000),
-    ...(flags['tls']
+    maxBufferedTicks: flags.buffer,
+    ...(flags.tls
       ? {
           tls: {
-            ...(flags['ca'] ? { ca: readFileSync(flags['ca'], 'utf8') } : {}),
-            rejectUnauthorized: !flags['insecure'],
+            ...(flags.ca ? { ca: readFileSync(flags.ca, 'utf8') } : {}),
+            rejectUnauthorized: !flags.insecure,
           },
         }
       : {}),
-    ...(flags['restart-after'] ? { restartAfterAcked: Number(flags['restart-after']) } : {}),
-    ...(flags['drop-frame'] ? { dropFrame: Number(flags['drop-frame']) } : {}),
+    ...(flags['restart-after'] !== undefined ? { restartAfterAcked: flags['restart-after'] } : {}),
+    ...(flags['drop-frame'] !== undefined ? { dropFrame: flags['drop-frame'] } : {}),
+    ...(flags['max-frame-bytes'] !== undefined ? { maxFrameBytes: flags['max-frame-bytes'] } : {}),
+    ...(flags['history-delay-ms'] ? { historyDelayMs: flags['history-delay-ms'] } : {}),
     onProgress: (s, t) => {
       if (!progress || Date.now() - lastDraw < 200) return;
       lastDraw = Date.now();
@@ -232,7 +354,7 @@ export async function simMain(argv: string[]): Promise<number> {
   });
   if (progress) process.stderr.write('\n');
   process.stdout.write(
-    `sim ${flags['source'] ?? 'sim'}: ${summary.total} ticks captured and ACKed in ${summary.elapsedS.toFixed(1)} s (${Math.round(summary.ticksPerS)} ticks/s sent), ` +
+    `sim ${flags.source}: ${summary.total} ticks captured and ACKed in ${summary.elapsedS.toFixed(1)} s (${Math.round(summary.ticksPerS)} ticks/s sent), ` +
       `sent ${summary.sent}, resent ${summary.resent}, reconnects ${summary.reconnects}, restarts ${summary.restarts}, last ACK seq ${summary.lastAckedSeq}\n`,
   );
   return 0;

@@ -18,6 +18,7 @@ export const ErrorCode = {
   UNKNOWN_SYMBOL: 'ERR_UNKNOWN_SYMBOL',
   LIMIT: 'ERR_LIMIT',
   // Session rules.
+  /** Reserved (protocol.md §7), never sent: a gap gets RESEND. */
   SEQ_GAP: 'ERR_SEQ_GAP',
   PROTOCOL_STATE: 'ERR_PROTOCOL_STATE',
   AUTH: 'ERR_AUTH',
@@ -25,6 +26,7 @@ export const ErrorCode = {
   HEARTBEAT_TIMEOUT: 'ERR_HEARTBEAT_TIMEOUT',
   SOURCE_REPLACED: 'ERR_SOURCE_REPLACED',
   TOO_MANY_CONNECTIONS: 'ERR_TOO_MANY_CONNECTIONS',
+  /** Reserved (protocol.md §7), never sent: over the rate limit a source meets TCP backpressure. */
   RATE_LIMIT: 'ERR_RATE_LIMIT',
   SHUTTING_DOWN: 'ERR_SHUTTING_DOWN',
   // Input files and time zones.
@@ -34,6 +36,8 @@ export const ErrorCode = {
   TIME_ZONE: 'ERR_TIME_ZONE',
   // Configuration and infrastructure.
   CONFIG: 'ERR_CONFIG',
+  /** A command line the CLI cannot take (unknown flag, missing value, not a number): exit 2. */
+  USAGE: 'ERR_USAGE',
   KAFKA: 'ERR_KAFKA',
   REDIS: 'ERR_REDIS',
   POSTGRES: 'ERR_POSTGRES',

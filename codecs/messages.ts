@@ -67,6 +67,7 @@ export const ERROR_WIRE_CODES = {
   ERR_POSTGRES: 28,
   ERR_NATIVE_ADDON: 29,
   ERR_INTERNAL: 30,
+  ERR_USAGE: 31,
 } as const satisfies Record<ErrorCode, number>;
 
 const codeByWire = new Map<number, ErrorCode>(

@@ -134,6 +134,24 @@ function slotCache(compute: (slot: number) => number): (ms: number) => number {
   };
 }
 
+/** `UTC+2`, `UTC-3:30`, `UTC+0`: an offset (ms) as people write it, and as a fixed-offset rule. */
+export function formatOffset(offsetMs: number): string {
+  const minutes = Math.round(Math.abs(offsetMs) / 60_000);
+  const mm = minutes % 60;
+  return `UTC${offsetMs < 0 ? '-' : '+'}${Math.floor(minutes / 60)}${mm ? `:${String(mm).padStart(2, '0')}` : ''}`;
+}
+
+/**
+ * The fixed-offset rule for the (server now, GMT now) pair a terminal reports, to the nearest
+ * 15 minutes: every real zone's offset is a multiple of 15 minutes, and TimeTradeServer is an
+ * estimate that may be off by seconds. Throws ERR_TIME_ZONE past ±14:00 (a broken clock).
+ */
+export function reportedOffsetRule(serverNowMs: number, gmtNowMs: number): string {
+  const rule = formatOffset(Math.round((serverNowMs - gmtNowMs) / SLOT) * SLOT);
+  createServerClock(rule);
+  return rule;
+}
+
 /**
  * Checks the (server now, GMT now) pair an EA reports against the configured rule. Returns
  * null when they agree within `toleranceMs` (default 2 min: TimeTradeServer is an estimate
@@ -148,7 +166,5 @@ export function checkReportedOffset(
   const reported = serverNowMs - gmtNowMs;
   const expected = clock.offsetAt(gmtNowMs);
   if (Math.abs(reported - expected) <= toleranceMs) return null;
-  const h = (ms: number) =>
-    `UTC${ms >= 0 ? '+' : '-'}${(Math.abs(ms) / HOUR).toFixed(2).replace(/\.00$/, '')}`;
-  return `the terminal reports server time ${h(reported)} but the configured rule ${JSON.stringify(clock.rule)} gives ${h(expected)} now: check the source's server time zone`;
+  return `the terminal reports server time ${formatOffset(reported)} but the configured rule ${JSON.stringify(clock.rule)} gives ${formatOffset(expected)} now: check the source's server time zone`;
 }

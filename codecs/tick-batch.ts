@@ -70,7 +70,7 @@ export function tickBatchBuffers(batch: TickBatch): ArrayBuffer[] {
   ].map((a) => a.buffer as ArrayBuffer);
 }
 
-/** MqlTick flag bits (MT5.md). Unknown bits are kept, never rejected. */
+/** MqlTick flag bits (MQL5 TICK_FLAG_*, listed in docs/websocket.md). Unknown bits are kept, never rejected. */
 export const TickFlag = {
   BID: 2,
   ASK: 4,

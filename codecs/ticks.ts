@@ -1,6 +1,6 @@
 /**
  * MqlTick structs inside a TICKS payload (after its 14-byte header, messages.ts), packed,
- * little-endian (MT5.md):
+ * little-endian (docs/protocol.md, MqlTick):
  *
  *   offset width  field
  *   0      8      time         int64, seconds, broker server time (redundant with time_msc: not read)
@@ -12,9 +12,13 @@
  *   48     4      flags        uint32, every bit kept (unknown bits too)
  *   52     8      volume_real  double — absent in the 52-byte struct of older terminal builds
  *
- * Decoding appends into a pre-sized TickBatch (no allocation per tick) and validates: prices
- * and volume_real finite and not negative (0 allowed: exchange symbols may lack a side),
- * volume below 2^53, time_msc in [0, 2^53). The structs sit at 60-byte strides, so half of the
+ * Decoding appends into a pre-sized TickBatch (no allocation per tick) and validates: each price
+ * finite and below MAX_ABS_PRICE in magnitude (zero and negative allowed: a missing side,
+ * exchange spreads), volume_real finite, not negative and below MAX_VOLUME_REAL, volume below
+ * 2^53, time_msc in [0, year 3000). The bounds keep the bar arithmetic finite: a spread
+ * (ask − bid) stays below 2e15 and a minute's sums below 1e21 even over millions of ticks, where
+ * 1e308 − (−1e308) overflowed to Infinity and stored −Infinity/NaN spreads in bars_1m. The
+ * structs sit at 60-byte strides, so half of the
  * doubles are not 8-byte aligned: a DataView reads them (a Float64Array view cannot).
  */
 import { ErrorCode, TickstreamError } from './errors.js';
@@ -25,6 +29,9 @@ export const TICK_STRUCT_BYTES = 60;
 export const LEGACY_TICK_STRUCT_BYTES = 52;
 /** time_msc from 3000-01-01 on is refused: no clock means it, and dates stay in range. */
 export const MAX_TIME_MSC = Date.UTC(3000, 0, 1);
+/** No instrument is quoted near 1e15; past it a price is garbage (and its spread could overflow). */
+export const MAX_ABS_PRICE = 1e15;
+export const MAX_VOLUME_REAL = 1e15;
 const TWO_32 = 2 ** 32;
 const MAX_HI = 2 ** 21; // hi word of a value below 2^53
 
@@ -68,11 +75,12 @@ export function decodeTicksInto(
     const ask = v.getFloat64(o + 16, true);
     const last = v.getFloat64(o + 24, true);
     // Negative prices are real (exchange spreads, oil futures in 2020); NaN and ±Infinity are not.
-    if (!Number.isFinite(bid + ask + last)) {
+    // Each value is checked on its own: a sum of them overflows for 1e308 and cancels for ±1e308.
+    if (!(isPrice(bid) && isPrice(ask) && isPrice(last))) {
       batch.length = n;
       return new TickstreamError(
         ErrorCode.TICK_VALUE,
-        `tick seq ${firstSeq + i}: price not a finite number (bid ${bid}, ask ${ask}, last ${last})`,
+        `tick seq ${firstSeq + i}: a price is not a finite number below ${MAX_ABS_PRICE} in magnitude (bid ${bid}, ask ${ask}, last ${last})`,
       );
     }
     const volHi = v.getUint32(o + 36, true);
@@ -87,11 +95,11 @@ export function decodeTicksInto(
     }
     const volumeReal = hasVolumeReal ? v.getFloat64(o + 52, true) : Number.NaN;
     const volume = volHi * TWO_32 + v.getUint32(o + 32, true);
-    if (hasVolumeReal && !(volumeReal >= 0 && volumeReal < Number.POSITIVE_INFINITY)) {
+    if (hasVolumeReal && !(volumeReal >= 0 && volumeReal < MAX_VOLUME_REAL)) {
       batch.length = n;
       return new TickstreamError(
         ErrorCode.TICK_VALUE,
-        `tick seq ${firstSeq + i}: volume_real ${volumeReal} is not a finite non-negative number`,
+        `tick seq ${firstSeq + i}: volume_real ${volumeReal} is not a non-negative number below ${MAX_VOLUME_REAL}`,
       );
     }
     const msc = mscHi * TWO_32 + v.getUint32(o + 40, true);
@@ -116,6 +124,11 @@ export function decodeTicksInto(
   }
   batch.length = n;
   return null;
+}
+
+/** False for NaN and ±Infinity too: every comparison with NaN is false. */
+function isPrice(v: number): boolean {
+  return v > -MAX_ABS_PRICE && v < MAX_ABS_PRICE;
 }
 
 /**

@@ -12,6 +12,10 @@
  * `tick_count` counts every tick of the minute whatever its flags; bid OHLC and spread use every
  * tick; last-price OHLC uses ticks with the LAST flag; volume sums volume_real over ticks with
  * the LAST or VOLUME flag.
+ *
+ * The arithmetic stays finite because the decoder refuses prices of magnitude 1e15 or more and
+ * volume_real of 1e15 or more (codecs/ticks.ts): a spread is below 2e15, a minute's sums below
+ * 1e21 even over millions of ticks. Ticks outside the time window never get here (ingest.ts).
  */
 import type { Bar } from '../codecs/bar.js';
 import { type TickBatch, TickFlag } from '../codecs/tick-batch.js';
@@ -74,6 +78,16 @@ export class BarAggregator {
       }
     }
     return closed;
+  }
+
+  /**
+   * Forgets a source (idle past sourceForgetAfterMs) and returns its open bars, closed. A tick
+   * for one of those minutes arriving after that (rare after so long) opens a second bar for it.
+   */
+  forget(source: string): Bar[] {
+    const state = this.#sources.get(source);
+    this.#sources.delete(source);
+    return state ? [...state.open.values()].sort((a, b) => a.startMs - b.startMs) : [];
   }
 
   /** A heartbeat's GMT time moves the source's event time on (bars of quiet symbols close). */

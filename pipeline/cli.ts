@@ -1,37 +1,74 @@
 /**
- * The `tickstream` command line. Each subcommand returns an exit code; failures print one
- * message that says what was wrong and what to do (a TickstreamError's message), never a
- * stack trace unless TICKSTREAM_DEBUG is set.
+ * The `tickstream` command line. Each subcommand declares its flags once (bridge/args.ts) and
+ * answers `--help` from that declaration. Exit codes: 0 done, 1 failed, 2 a command line or
+ * configuration it cannot take. Failures print one message that says what was wrong and what
+ * to do (a TickstreamError's message), never a stack trace unless TICKSTREAM_DEBUG is set.
  */
 
-import { parseArgs } from '../bridge/args.js';
-import { simMain } from '../bridge/sim.js';
-import { TickstreamError } from '../codecs/errors.js';
+import { type CommandSpec, parseCommand } from '../bridge/args.js';
+import { SIM_COMMAND, simMain } from '../bridge/sim.js';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { configKeys, loadConfig } from './config.js';
-import { demoMain } from './demo.js';
-import { loaderMain } from './loader-main.js';
+import { DEMO_COMMAND, demoMain } from './demo.js';
+import { LOADER_COMMAND, loaderMain } from './loader-main.js';
 import { serve } from './serve.js';
-import { runSmoke } from './smoke.js';
-import { verifyMain } from './verify.js';
 
-type Command = { summary: string; run: (argv: string[]) => Promise<number> };
+import { runSmoke } from './smoke.js';
+import { VERIFY_COMMAND, verifyMain } from './verify.js';
+
+interface Command {
+  spec: CommandSpec;
+  run: (argv: string[]) => Promise<number>;
+}
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
-function configFrom(argv: string[]) {
-  const { flags } = parseArgs(argv);
-  const { config: file, ...rest } = flags;
-  return loadConfig(file ? { file, flags: rest } : { flags: rest });
+/** Every configuration key as a flag: `--kafka-brokers` for `kafkaBrokers`. */
+export const CONFIG_FLAGS = configKeys();
+
+/** Parses a command that takes only configuration flags; undefined after printing --help. */
+function configCommand(spec: CommandSpec, argv: string[]) {
+  const parsed = parseCommand(spec, argv);
+  if (!parsed) return undefined;
+  return loadConfig({ ...(parsed.configFile ? { file: parsed.configFile } : {}), flags: parsed.config });
 }
 
+const SERVE: CommandSpec = {
+  name: 'serve',
+  summary: 'Run the bridge: EA ingress → Kafka journal, Redis streams, websockets and the Postgres loader.',
+  flags: {},
+  configFlags: CONFIG_FLAGS,
+  listConfigFlags: true,
+  examples: [
+    'tickstream serve --source-secrets terminal1=change-me-please --source-time-zones terminal1=Europe/Athens',
+  ],
+};
+
+const SMOKE: CommandSpec = {
+  name: 'smoke',
+  summary:
+    'One round trip through Kafka, Redis, Postgres and a uWS websocket, each reported ok or FAIL with the reason.',
+  flags: {},
+  configFlags: CONFIG_FLAGS,
+  examples: ['tickstream smoke --kafka-brokers 127.0.0.1:9092'],
+};
+
+const CONFIG: CommandSpec = {
+  name: 'config',
+  summary:
+    'Print the effective configuration (defaults ← --config FILE ← TICKSTREAM_* environment ← flags), secrets masked.',
+  flags: { table: { type: 'boolean', description: 'print every key as a Markdown table instead' } },
+  configFlags: CONFIG_FLAGS,
+  examples: ['TICKSTREAM_HTTP_PORT=8080 tickstream config --log-level debug'],
+};
+
 const commands: Record<string, Command> = {
-  demo: {
-    summary: 'the main job end to end: serve, feed the MT5 export and a synthetic stream, print every sink',
-    run: (argv) => demoMain(argv),
-  },
+  demo: { spec: DEMO_COMMAND, run: (argv) => demoMain(argv) },
   serve: {
-    summary: 'run the bridge: EA ingress → Kafka journal, Redis, websockets, Postgres loader',
+    spec: SERVE,
     run: async (argv) => {
+      const config = configCommand(SERVE, argv);
+      if (!config) return 0;
       // Signals are taken from the first moment: one that comes while starting stops it once up.
       let signals = 0;
       let stopWith: ((signal: string) => void) | null = null;
@@ -44,7 +81,7 @@ const commands: Record<string, Command> = {
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
-      const running = await serve(configFrom(argv), {
+      const running = await serve(config, {
         onFatal: (err) => {
           process.stderr.write(`tickstream serve: stopped: ${err.message}\n`);
           process.exit(1);
@@ -61,22 +98,17 @@ const commands: Record<string, Command> = {
     },
   },
   loader: {
-    summary:
-      'run only the Postgres loader (journal → COPY into Postgres, exactly once); --reset-offsets re-binds',
+    spec: LOADER_COMMAND,
     run: (argv) => loaderMain(argv),
   },
-  sim: {
-    summary: 'stream an MT5 export, a CSV or a synthetic feed to the bridge, as an EA would (sim --help)',
-    run: (argv) => simMain(argv),
-  },
-  verify: {
-    summary: 'audit the journal and Postgres per source: holes, duplicates, rows missing or extra',
-    run: (argv) => verifyMain(argv),
-  },
+  sim: { spec: SIM_COMMAND, run: (argv) => simMain(argv) },
+  verify: { spec: VERIFY_COMMAND, run: (argv) => verifyMain(argv) },
   smoke: {
-    summary: 'one round trip through Kafka, Redis, Postgres and a uWS websocket',
+    spec: SMOKE,
     run: async (argv) => {
-      const steps = await runSmoke(configFrom(argv));
+      const config = configCommand(SMOKE, argv);
+      if (!config) return 0;
+      const steps = await runSmoke(config);
       for (const s of steps)
         out(`${s.ok ? 'ok  ' : 'FAIL'} ${s.part.padEnd(9)} ${s.detail} (${s.ms.toFixed(0)} ms)`);
       const failed = steps.filter((s) => !s.ok).length;
@@ -85,15 +117,20 @@ const commands: Record<string, Command> = {
     },
   },
   config: {
-    summary: 'print the effective configuration (--table: every key as a Markdown table)',
+    spec: CONFIG,
     run: async (argv) => {
-      if (argv.includes('--table')) {
+      const parsed = parseCommand(CONFIG, argv);
+      if (!parsed) return 0;
+      if (parsed.flags['table']) {
         out('| key | env | default | meaning |\n|---|---|---|---|');
-        for (const k of configKeys())
+        for (const k of CONFIG_FLAGS)
           out(`| \`${k.flag}\` | \`${k.env}\` | \`${k.default}\` | ${k.description} |`);
         return 0;
       }
-      const config = configFrom(argv);
+      const config = loadConfig({
+        ...(parsed.configFile ? { file: parsed.configFile } : {}),
+        flags: parsed.config,
+      });
       const shown = {
         ...config,
         sourceSecrets: Object.fromEntries(Object.keys(config.sourceSecrets).map((k) => [k, '***'])),
@@ -106,16 +143,19 @@ const commands: Record<string, Command> = {
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((c) => c.length));
-  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  const lines = Object.entries(commands).map(
+    ([name, c]) => `  ${name.padEnd(width)}  ${c.spec.summary.split(/(?<=[.:])\s/)[0]}`,
+  );
   return [
     'tickstream — lossless MetaTrader 5 tick capture into Kafka, Redis, websockets and Postgres',
     '',
-    'usage: tickstream <command> [--option value ...]',
+    'usage: tickstream <command> [flags]      tickstream <command> --help',
     '',
     'commands:',
     ...lines,
     '',
-    'Options: every config key as --kebab-case (see `tickstream config --table`), or --config FILE.json.',
+    'Configuration: every key as a --kebab-case flag, a TICKSTREAM_* variable or a key of --config',
+    'FILE.json (`tickstream serve --help` lists them all).',
   ].join('\n');
 }
 
@@ -123,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     out(help());
-    return name ? 0 : 1;
+    return name ? 0 : 2;
   }
   const command = commands[name];
   if (!command) {
@@ -138,6 +178,8 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       process.stderr.write(`tickstream ${name}: ${(err as Error).stack ?? String(err)}\n`);
     }
-    return 1;
+    const usage =
+      err instanceof TickstreamError && (err.code === ErrorCode.USAGE || err.code === ErrorCode.CONFIG);
+    return usage ? 2 : 1;
   }
 }

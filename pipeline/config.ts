@@ -58,9 +58,12 @@ export const configShape = {
   sourceTimeZones: zones
     .default({})
     .describe('Per-source server time zone rules, `src1=Europe/Athens,src2=+2`'),
-  defaultServerTimeZone: zoneRule
-    .default('UTC')
-    .describe('Server time zone rule for sources not in sourceTimeZones'),
+  defaultServerTimeZone: z
+    .union([z.literal(''), zoneRule])
+    .default('')
+    .describe(
+      "Rule for sources not in sourceTimeZones; empty: use the offset the source's terminal reports (no DST)",
+    ),
   maxConnections: positive
     .default(256)
     .describe('Open EA connections at most; more are refused with ERR_TOO_MANY_CONNECTIONS'),
@@ -109,6 +112,45 @@ export const configShape = {
     .default('conflate')
     .describe('What happens to a slow websocket client'),
   wsMaxClients: positive.default(1000).describe('Websocket clients at most'),
+  wsMaxChannelsPerClient: positive
+    .default(1000)
+    .describe('Channels one websocket client may hold; a subscribe past it is refused whole with ERR_LIMIT'),
+  wsSnapshotsPerTurn: positive
+    .default(256)
+    .describe(
+      'Snapshot messages sent to a subscribing client per event-loop turn (bounds the work of one subscribe)',
+    ),
+  maxSources: positive
+    .default(256)
+    .describe('Sources the bridge keeps live state for; a new one past it is refused with ERR_LIMIT'),
+  maxSymbols: positive
+    .default(50_000)
+    .describe(
+      '(source, symbol) pairs the bridge keeps live state for; ticks of a new pair past it: ERR_LIMIT',
+    ),
+  sourceForgetAfterMs: positive
+    .default(86_400_000)
+    .describe(
+      'A source without a session or a tick for this long is forgotten: its live state, snapshots and metric labels go (its Redis keys are left to MAXLEN)',
+    ),
+  metricsMaxSourceLabels: positive
+    .default(100)
+    .describe(
+      'Sources with their own `source` label on /metrics (held until the source is forgotten); the others count under `_other`',
+    ),
+  tickMaxAheadMs: positive
+    .default(300_000)
+    .describe(
+      "A tick later than the bridge's clock (or the source's HELLO/heartbeat clock) by more than this is journaled but kept out of Redis, websockets and bars",
+    ),
+  tickMaxBehindMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe(
+      "A tick earlier than the bridge's clock by more than this is journaled but kept out of Redis, websockets and bars (0: no bound; old ticks are normal after an outage or in a replay)",
+    ),
   postgresUrl: z.string().default('postgres://postgres@127.0.0.1:5432/tickstream').describe('Postgres URL'),
   postgresSchema: z.string().default('public').describe('Schema of the tickstream tables'),
   postgresRetentionDays: positive.default(30).describe('Tick partitions older than this are dropped'),
@@ -142,6 +184,10 @@ export const configShape = {
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')
     .describe('pino log level'),
+  logFormat: z
+    .enum(['auto', 'json', 'pretty'])
+    .default('auto')
+    .describe('Log lines as JSON or readable text; auto: readable on a terminal, JSON otherwise'),
 } as const;
 
 export const configSchema = z.object(configShape).strict();

@@ -4,8 +4,9 @@
  * and a synthetic multi-symbol stream through `sim` processes, waits until every sink has
  * everything, and prints per-sink counts, latency percentiles and where to look.
  *
- *   tickstream demo [--synthetic-ticks N] [--symbols N] [--keep] [config flags]
- * Infrastructure must be up (`npm run demo` brings it up first).
+ *   tickstream demo [--synthetic-ticks N] [--symbols N] [--keep | --exit] [config flags]
+ * Infrastructure must be up (`npm run demo` brings it up first). On a terminal it keeps serving
+ * after the report until Ctrl-C, so the URLs it prints answer; in scripts and CI it ends.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,8 +15,8 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Registry } from 'prom-client';
 import WebSocket from 'ws';
-import { parseArgs } from '../bridge/args.js';
-import { type Config, loadConfig } from './config.js';
+import { type CommandSpec, parseCommand } from '../bridge/args.js';
+import { type Config, configKeys, loadConfig } from './config.js';
 import { serve } from './serve.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -92,18 +93,55 @@ async function waitUntil(probe: () => Promise<boolean>, timeoutMs: number): Prom
   return probe();
 }
 
+export const DEMO_COMMAND = {
+  name: 'demo',
+  summary:
+    'The main job end to end: start serve, feed the MT5 export from ../shared/data and a synthetic stream through sim, wait until Kafka, Redis, a websocket client and Postgres hold every tick, and print the counts, latency and where to look.',
+  flags: {
+    'synthetic-ticks': {
+      type: 'number',
+      integer: true,
+      min: 0,
+      default: 300_000,
+      description: 'synthetic ticks fed (over 60 s of event time, at full speed)',
+    },
+    symbols: { type: 'number', integer: true, min: 1, default: 10, description: 'synthetic symbols' },
+    keep: {
+      type: 'boolean',
+      description: 'keep serving after the report until Ctrl-C (the default on a terminal)',
+    },
+    exit: {
+      type: 'boolean',
+      description: 'stop serving right after the report (the default without a terminal)',
+    },
+  },
+  configFlags: configKeys(),
+  examples: [
+    'npm run demo    # or, with the infrastructure up: tickstream demo --synthetic-ticks 1000000 --exit',
+  ],
+} as const satisfies CommandSpec;
+
 export async function demoMain(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, new Set(['keep']));
-  const { 'synthetic-ticks': syntheticTicks, symbols, keep, config: file, ...rest } = flags;
-  const loaded: Config = loadConfig(file ? { file, flags: rest } : { flags: rest });
-  const total = Number(syntheticTicks ?? 300_000);
-  const symbolCount = Number(symbols ?? 10);
+  const parsed = parseCommand(DEMO_COMMAND, argv);
+  if (!parsed) return 0;
+  const loaded: Config = loadConfig({
+    ...(parsed.configFile ? { file: parsed.configFile } : {}),
+    flags: parsed.config,
+  });
+  const total = parsed.flags['synthetic-ticks'];
+  const symbolCount = parsed.flags.symbols;
+  const keep =
+    parsed.flags.keep || (!parsed.flags.exit && process.stdout.isTTY === true && !process.env['CI']);
   const runId = new Date().toISOString().replace(/[-:]/g, '').slice(0, 15).replace('T', '-');
   const mt5Source = `demo-mt5-${runId}`;
+  const synth = `demo-synth-${runId}`;
   // The export's times are a broker server clock of UTC+2 (../shared/data/README.md).
   const config: Config = {
     ...loaded,
-    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2' },
+    // The synthetic terminal's server clock is UTC.
+    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2', [synth]: 'UTC' },
+    // The report is read by a person: its log lines are readable too, unless JSON was asked for.
+    logFormat: loaded.logFormat === 'auto' ? 'pretty' : loaded.logFormat,
     // The demo's own websocket client shares this process's event loop with the bridge: a
     // larger allowance keeps it from being treated as a slow consumer under the full-speed flood.
     wsMaxBackpressureBytes: Math.max(loaded.wsMaxBackpressureBytes, 64 << 20),
@@ -159,12 +197,13 @@ export async function demoMain(argv: string[]): Promise<number> {
     } else {
       out(`demo: ${mt5Export} not found: feeding only the synthetic stream`);
     }
-    const synth = `demo-synth-${runId}`;
     const durationS = 60;
     feeds.push({
       source: synth,
       args: [
         '--synthetic',
+        '--speed',
+        'max',
         '--symbols',
         String(symbolCount),
         '--rate',
@@ -281,11 +320,17 @@ export async function demoMain(argv: string[]): Promise<number> {
     );
     ws.close();
     if (keep) {
-      out('\ndemo: still serving (--keep); Ctrl-C to stop');
+      out(
+        '\ndemo: still serving, so the addresses above answer; Ctrl-C to stop (--exit ends right after the report)',
+      );
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+    } else {
+      out(
+        '\ndemo: stopping serve now, so the addresses above stop answering. To keep it running: tickstream demo --keep, or tickstream serve',
+      );
     }
     return missing ? 1 : 0;
   } finally {

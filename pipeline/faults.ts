@@ -7,7 +7,8 @@
  *   TICKSTREAM_SLOW_AT=<point>        wait TICKSTREAM_SLOW_MS (default 200) at <point> every time,
  *                                    e.g. journal-commit: a deliberately slow journal
  * Crash points: after-decode-before-produce, journal-mid-transaction, after-commit-before-ack,
- * bridge-mid-resend, journal-during-abort, loader-mid-copy. Fail points: journal-commit. The
+ * bridge-mid-resend, journal-during-abort, loader-mid-copy. Fail points: journal-commit,
+ * ws-message (a websocket message handler throws: that client is closed, serve goes on). The
  * line "crash point <point> hit" (or "fail point … hit") goes to stderr first, so a test can
  * tell the point was reached.
  */

@@ -9,15 +9,41 @@
  * Backpressure: ticks accepted but not committed are counted against `maxQueuedTicks`; past
  * it the bridge stops reading sockets (TCP backpressure), and while the journal has no room no
  * new credit is granted, so EAs stop sending by themselves.
+ *
+ * Server time (docs/operations.md#server-time-zones): a source with a configured rule
+ * (`sourceTimeZones`, else `defaultServerTimeZone`) is converted with it, and refused with
+ * ERR_TIME_ZONE whenever the clocks its terminal reports (HELLO, every HEARTBEAT) contradict
+ * it; a source without a rule is converted with the offset its terminal reports, re-read at
+ * every heartbeat. Either way no tick is converted with an offset the terminal contradicts.
+ *
+ * Time sanity: a tick later than `tickMaxAheadMs` past the bridge's clock, or past the source's
+ * own clock (its HELLO/heartbeat GMT time, advanced by the bridge's clock since), or (when
+ * `tickMaxBehindMs` is set) earlier than that before the bridge's clock, is journaled like any
+ * other (it is what the terminal sent, and seqs stay contiguous) but held out of the live views
+ * and the bars, counted and logged. One tick dated 2999 once poisoned a Redis stream's IDs and a
+ * symbol's bars for good.
+ *
+ * Bounded state: live state (bars, snapshots, clocks, metric labels) is kept for `maxSources`
+ * sources and `maxSymbols` (source, symbol) pairs; one more is refused with ERR_LIMIT. A source
+ * without a session or a tick for `sourceForgetAfterMs` is forgotten (its open bars are closed
+ * and published first). Its resume state stays: forgetting it would make the EA resend from
+ * seq 1. Only the first `metricsMaxSourceLabels` sources (until forgotten) get a `source`
+ * label; the others count under `_other`.
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
-import { fromWire } from '../codecs/errors.js';
+import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
 import { encodeBar, RecordHeader, SCHEMA_VERSION, TICK_RECORD_CONTENT_TYPE } from '../codecs/flat-record.js';
 import type { Heartbeat } from '../codecs/messages.js';
-import { checkReportedOffset, createServerClock, type ServerClock } from '../codecs/server-clock.js';
+import {
+  checkReportedOffset,
+  createServerClock,
+  formatOffset,
+  reportedOffsetRule,
+  type ServerClock,
+} from '../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import type { JournalRecord, KafkaJournal, SourceState } from '../sinks/kafka/journal.js';
 import { BarAggregator } from './bars.js';
@@ -31,10 +57,19 @@ import { Resequencer } from './resequencer.js';
 export interface LiveSink {
   write(batch: TickBatch): void;
   writeBars(bars: Bar[]): void;
+  /** Drops what the view keeps per source (the pipeline forgot an idle source). */
+  forgetSource(source: string): void;
 }
+
+/** The `source` label of sources past metricsMaxSourceLabels. */
+export const OTHER_SOURCES_LABEL = '_other';
+/** Out-of-window ticks are logged at most this often per source. */
+const TIME_LOG_INTERVAL_MS = 10_000;
 
 interface Chunk {
   session: Session;
+  /** The server clock rule in force when the first of these ticks arrived. */
+  clockRule: string;
   bytes: Uint8Array;
   used: number;
   frames: number[];
@@ -51,6 +86,18 @@ export function decodeWorkerUrl(): string {
   return here.endsWith('.ts')
     ? fileURLToPath(new URL('../dist/pipeline/decode-worker.js', here))
     : fileURLToPath(new URL('./decode-worker.js', here));
+}
+
+/** How a source's server time becomes UTC, as /status shows it. */
+interface SourceClock {
+  /** The rule its ticks are converted with now. */
+  rule: string;
+  /** Where the rule comes from: the config, or the offset the terminal reports (no rule configured). */
+  ruleFrom: 'config' | 'terminal';
+  /** The offset (server − GMT, ms) the terminal last reported. */
+  reportedOffsetMs: number;
+  /** Why the source is refused, while the terminal contradicts the configured rule. */
+  problem: string | null;
 }
 
 export interface IngestOptions {
@@ -72,9 +119,21 @@ export class Ingest implements IngressHandler {
   readonly #poisonedFrom = new Map<string, number>();
   readonly #lastTickAt = new Map<string, number>();
   readonly #clocks = new Map<string, ServerClock>();
+  readonly #sourceClocks = new Map<string, SourceClock>();
   /** Per source: the next seq after what the journal has committed. */
   readonly #durableNext = new Map<string, number>();
-  readonly #clockWarned = new Set<string>();
+  /** Source → when last seen (session open, tick, heartbeat): the sources with live state. */
+  readonly #active = new Map<string, number>();
+  /** Known symbols of each active source; #symbolCount pairs in all. */
+  readonly #symbolsOf = new Map<string, Set<string>>();
+  #symbolCount = 0;
+  /** The source's own clock: its last reported GMT time, and the bridge's clock then. */
+  readonly #gmtClocks = new Map<string, { gmtMs: number; atMs: number }>();
+  readonly #timeLoggedAt = new Map<string, number>();
+  #lateLoggedAt = 0;
+  /** Sources with their own metric label (at most metricsMaxSourceLabels). */
+  readonly #labelled = new Set<string>();
+  readonly #forgetTimer: NodeJS.Timeout;
   #server: IngressServer | null = null;
   #queuedTicks = 0;
   #flushScheduled = false;
@@ -92,6 +151,9 @@ export class Ingest implements IngressHandler {
     this.#bars = new BarAggregator({ closeGraceMs: 5000 });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
     for (const [source, state] of options.states) this.#durableNext.set(source, state.nextSeq);
+    const sweepMs = Math.min(60_000, Math.max(100, Math.floor(options.config.sourceForgetAfterMs / 4)));
+    this.#forgetTimer = setInterval(() => this.#forgetIdle(), sweepMs);
+    this.#forgetTimer.unref();
   }
 
   attach(server: IngressServer): void {
@@ -107,17 +169,138 @@ export class Ingest implements IngressHandler {
     return this.#pending.size > 0 || this.#reseq.pending() > 0 || this.#appends > 0;
   }
 
-  /** Per-source view for the status page. */
-  sourceStates(): { source: string; nextSeq: number; lastTickAgeS: number | null }[] {
+  /**
+   * Per-source view for the status page: the sources with live state or a clock heard from
+   * them (both bounded: maxSources, forgotten when idle), not every source the journal ever saw.
+   */
+  sourceStates(): {
+    source: string;
+    nextSeq: number;
+    committedSeq: number;
+    lastTickAgeS: number | null;
+    timeZoneRule: string | null;
+    timeZoneRuleFrom: SourceClock['ruleFrom'] | null;
+    reportedOffset: string | null;
+    clockProblem: string | null;
+  }[] {
     const now = Date.now();
-    return [...this.#o.states.values()].map((s) => {
-      const at = this.#lastTickAt.get(s.source);
+    const sources = new Set([...this.#active.keys(), ...this.#sourceClocks.keys()]);
+    return [...sources].map((source) => {
+      const at = this.#lastTickAt.get(source);
+      const clock = this.#sourceClocks.get(source);
       return {
-        source: s.source,
-        nextSeq: s.nextSeq,
+        source,
+        nextSeq: this.#o.states.get(source)?.nextSeq ?? 1,
+        // Committed to the journal, whether or not the source is connected now.
+        committedSeq: (this.#durableNext.get(source) ?? 1) - 1,
         lastTickAgeS: at === undefined ? null : (now - at) / 1000,
+        timeZoneRule: clock?.rule ?? this.#configuredRule(source),
+        timeZoneRuleFrom: clock?.ruleFrom ?? null,
+        reportedOffset: clock ? formatOffset(clock.reportedOffsetMs) : null,
+        clockProblem: clock?.problem ?? null,
       };
     });
+  }
+
+  /** Sets the gauges read at scrape time (per-source ones for labelled sources only). */
+  updateGauges(): void {
+    const now = Date.now();
+    for (const source of this.#labelled) {
+      const at = this.#lastTickAt.get(source);
+      if (at !== undefined) this.#o.metrics.lastTickAge.set({ source }, (now - at) / 1000);
+    }
+  }
+
+  /** The `source` label for a metric: the source itself if it has one of the labels, else `_other`. */
+  #label(source: string): string {
+    return this.#labelled.has(source) ? source : OTHER_SOURCES_LABEL;
+  }
+
+  /**
+   * Marks a source active now. It takes a label while fewer than metricsMaxSourceLabels sources
+   * have one; a label is held until its source is forgotten, never taken from an active source,
+   * so every counter stays monotonic and the labels plus `_other` always add up to the total.
+   */
+  #touch(source: string): void {
+    this.#active.delete(source); // re-inserted last: the map stays in order of activity
+    this.#active.set(source, Date.now());
+    if (this.#labelled.size < this.#o.config.metricsMaxSourceLabels) this.#labelled.add(source);
+  }
+
+  #unlabel(source: string): void {
+    if (!this.#labelled.delete(source)) return;
+    const m = this.#o.metrics;
+    for (const metric of [
+      m.ticksReceived,
+      m.ticksCommitted,
+      m.duplicates,
+      m.clockMismatches,
+      m.clockOffsetChanges,
+      m.gaps,
+      m.lastTickAge,
+      m.ticksOutOfWindow,
+    ])
+      metric.remove({ source });
+  }
+
+  /** Drops the live state of sources idle past sourceForgetAfterMs (not their resume state). */
+  #forgetIdle(): void {
+    const horizon = Date.now() - this.#o.config.sourceForgetAfterMs;
+    for (const [source, seenAt] of this.#active) {
+      if (seenAt > horizon) break; // in order of activity: the rest were seen later
+      if (this.#server?.session(source) || this.#pending.has(source) || this.#reseq.pending(source) > 0)
+        continue;
+      const bars = this.#bars.forget(source);
+      if (bars.length) this.#publishBars(bars, source);
+      for (const sink of this.#o.live) sink.forgetSource(source);
+      this.#active.delete(source);
+      this.#symbolCount -= this.#symbolsOf.get(source)?.size ?? 0;
+      this.#symbolsOf.delete(source);
+      this.#lastTickAt.delete(source);
+      this.#gmtClocks.delete(source);
+      this.#sourceClocks.delete(source);
+      this.#timeLoggedAt.delete(source);
+      this.#unlabel(source);
+      this.#o.metrics.sourcesForgotten.inc();
+      this.#o.logger.info(
+        { source, idleS: Math.round((Date.now() - seenAt) / 1000), closedBars: bars.length },
+        'source idle past sourceForgetAfterMs: its live state is forgotten (its resume state is kept)',
+      );
+    }
+    this.#stateGauges();
+  }
+
+  #stateGauges(): void {
+    this.#o.metrics.sourcesKnown.set(this.#active.size);
+    this.#o.metrics.symbolsKnown.set(this.#symbolCount);
+  }
+
+  /** False (and the source failed with ERR_LIMIT) when one more source or pair would pass a limit. */
+  #admitSymbol(session: Session, symbol: string): boolean {
+    const source = session.source;
+    let symbols = this.#symbolsOf.get(source);
+    if (symbols?.has(symbol)) return true;
+    if (this.#symbolCount >= this.#o.config.maxSymbols) {
+      this.#o.metrics.stateRefusals.inc({ what: 'symbols' });
+      this.#refuseSource(
+        source,
+        `the bridge holds live state for ${this.#o.config.maxSymbols} (source, symbol) pairs already (maxSymbols): symbol ${symbol} of source ${source} is refused; raise --max-symbols or lower --source-forget-after-ms`,
+      );
+      return false;
+    }
+    if (!symbols) {
+      symbols = new Set();
+      this.#symbolsOf.set(source, symbols);
+    }
+    symbols.add(symbol);
+    this.#symbolCount++;
+    this.#stateGauges();
+    return true;
+  }
+
+  #refuseSource(source: string, message: string): void {
+    this.#o.logger.warn({ source, code: ErrorCode.LIMIT }, message);
+    this.#server?.failSource(source, ErrorCode.LIMIT, message);
   }
 
   hasRoom(): boolean {
@@ -137,6 +320,9 @@ export class Ingest implements IngressHandler {
       await new Promise((r) => setTimeout(r, 2));
     }
     this.#poisonedFrom.delete(source);
+    // Before HELLO_ACK: a terminal that contradicts its rule is refused before it sends a tick.
+    const hello = this.#server?.session(source)?.hello;
+    if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
     const state = this.#o.states.get(source);
     return {
       nextSeq: state?.nextSeq ?? 1,
@@ -157,6 +343,22 @@ export class Ingest implements IngressHandler {
     receivedAtMs: number,
   ): void {
     const source = session.source;
+    const clock = this.#sourceClocks.get(source);
+    if (!clock || clock.problem !== null) {
+      // Unreachable while the bridge asks resume() before reading ticks; never guess a clock.
+      this.#o.metrics.rejectedFrames.inc({ code: ErrorCode.TIME_ZONE });
+      session.fail(ErrorCode.TIME_ZONE, `no server clock rule for source ${source}: reconnect`);
+      return;
+    }
+    // A session refused at open (maxSources) is closing: what it still sent is not taken.
+    if (!this.#active.has(source)) return;
+    if (!this.#admitSymbol(session, symbol)) {
+      // Ticks before this frame go on; from its seq on nothing of this session is journaled
+      // (the EA resends them after a reconnect, and meets the same limit until it is raised).
+      this.#flush(source);
+      if (!this.#poisonedFrom.has(source)) this.#poisonedFrom.set(source, firstSeq);
+      return;
+    }
     let chunk = this.#pending.get(source);
     if (chunk && chunk.used + structs.length > chunk.bytes.length) {
       this.#flush(source);
@@ -166,6 +368,7 @@ export class Ingest implements IngressHandler {
       const capacity = Math.max(this.#o.config.decodeBatchTicks, count) * session.structSize;
       chunk = {
         session,
+        clockRule: clock.rule,
         bytes: new Uint8Array(capacity),
         used: 0,
         frames: [],
@@ -188,7 +391,8 @@ export class Ingest implements IngressHandler {
     chunk.frames.push(index, count);
     chunk.total += count;
     this.#queuedTicks += count;
-    this.#o.metrics.ticksReceived.inc({ source }, count);
+    this.#touch(source);
+    this.#o.metrics.ticksReceived.inc({ source: this.#label(source) }, count);
     this.#lastTickAt.set(source, Date.now());
     if (chunk.total >= this.#o.config.decodeBatchTicks) this.#flush(source);
     else if (!this.#flushScheduled) {
@@ -203,29 +407,110 @@ export class Ingest implements IngressHandler {
   }
 
   onHeartbeat(session: Session, hb: Heartbeat): void {
-    this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
-    const bars = this.#bars.heartbeat(session.source, hb.gmtTimeMs);
+    try {
+      this.#checkClock(session.source, hb.serverTimeMs, hb.gmtTimeMs);
+    } catch (err) {
+      const e = err as TickstreamError;
+      this.#o.metrics.rejectedFrames.inc({ code: e.code });
+      this.#server?.failSource(session.source, e.code, e.message);
+      return;
+    }
+    if (!this.#active.has(session.source)) return; // refused at open (maxSources)
+    this.#touch(session.source);
+    this.#gmtClocks.set(session.source, { gmtMs: hb.gmtTimeMs, atMs: Date.now() });
+    // A clock far ahead (a terminal set to 2999) would close every bar of the source at once
+    // and make its later ticks late: event time moves at most to the window's edge.
+    const gmt = Math.min(hb.gmtTimeMs, Date.now() + this.#o.config.tickMaxAheadMs);
+    const bars = this.#bars.heartbeat(session.source, gmt);
     if (bars.length) this.#publishBars(bars, session.source);
   }
 
   onSessionOpen(session: Session): void {
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
-    if (session.hello) this.#checkClock(session.source, session.hello.serverTimeMs, session.hello.gmtTimeMs);
-  }
-
-  /** Warns (once per source until it agrees again) when the terminal's clock contradicts the rule. */
-  #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number): void {
-    const problem = checkReportedOffset(this.#clockFor(source), serverTimeMs, gmtTimeMs);
-    if (problem === null) this.#clockWarned.delete(source);
-    else if (!this.#clockWarned.has(source)) {
-      this.#clockWarned.add(source);
-      this.#o.metrics.clockMismatches.inc({ source });
-      this.#o.logger.warn({ source }, problem);
+    const source = session.source;
+    if (!this.#active.has(source) && this.#active.size >= this.#o.config.maxSources) {
+      this.#sourceClocks.delete(source); // set by resume(); nothing of a refused source is kept
+      this.#o.metrics.stateRefusals.inc({ what: 'sources' });
+      this.#refuseSource(
+        source,
+        `the bridge holds live state for ${this.#o.config.maxSources} sources already (maxSources): source ${source} is refused; raise --max-sources or lower --source-forget-after-ms`,
+      );
+      return;
     }
+    this.#touch(source);
+    this.#stateGauges();
+    if (session.hello) this.#gmtClocks.set(source, { gmtMs: session.hello.gmtTimeMs, atMs: Date.now() });
   }
 
-  #clockFor(source: string): ServerClock {
-    const rule = this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone;
+  /**
+   * Applies the time-zone policy to the clocks a terminal reports (HELLO, HEARTBEAT). With a
+   * configured rule: throws ERR_TIME_ZONE when the terminal contradicts it (the source is
+   * refused until the rule or the terminal's clock is fixed; nothing is converted with a rule
+   * known to be wrong). Without one: converts with the reported offset from now on.
+   */
+  #checkClock(source: string, serverTimeMs: number, gmtTimeMs: number): void {
+    const configured = this.#configuredRule(source);
+    const previous = this.#sourceClocks.get(source);
+    const reportedOffsetMs = serverTimeMs - gmtTimeMs;
+    if (configured !== null) {
+      const problem = checkReportedOffset(this.#clock(configured), serverTimeMs, gmtTimeMs);
+      const message =
+        problem &&
+        `${problem}; source ${source} is refused until sourceTimeZones (--source-time-zones ${source}=RULE) or the terminal's clock is fixed`;
+      this.#sourceClocks.set(source, {
+        rule: configured,
+        ruleFrom: 'config',
+        reportedOffsetMs,
+        problem: message,
+      });
+      if (message === null) return;
+      // Labelled by name even before the source holds live state (it is refused at HELLO): a
+      // source with a configured rule is one of a bounded set, and the operator must see which.
+      this.#o.metrics.clockMismatches.inc({ source });
+      this.#o.logger.error(
+        { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
+        message,
+      );
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
+    }
+    let rule: string;
+    try {
+      rule = reportedOffsetRule(serverTimeMs, gmtTimeMs);
+    } catch (err) {
+      const message = `source ${source} has no time zone rule and its terminal reports an impossible offset (${(err as Error).message}): fix the terminal's clock or configure sourceTimeZones`;
+      this.#sourceClocks.set(source, {
+        rule: previous?.rule ?? '',
+        ruleFrom: 'terminal',
+        reportedOffsetMs,
+        problem: message,
+      });
+      this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      this.#o.logger.error({ source, reportedOffsetMs }, message);
+      throw new TickstreamError(ErrorCode.TIME_ZONE, message);
+    }
+    if (previous?.ruleFrom === 'terminal' && previous.rule !== rule && previous.problem === null) {
+      // Ticks already gathered were stamped under the old offset: decode them with it.
+      this.#flush(source);
+      this.#o.metrics.clockOffsetChanges.inc({ source: this.#label(source) });
+      this.#o.logger.warn(
+        { source, from: previous.rule, to: rule },
+        `the terminal of source ${source} now reports ${rule} (was ${previous.rule}): ticks from now on are converted with ${rule}; configure sourceTimeZones so that DST switches apply at the tick's own time`,
+      );
+    } else if (previous === undefined || previous.ruleFrom !== 'terminal') {
+      this.#o.logger.warn(
+        { source, rule },
+        `source ${source} has no time zone rule: its ticks are converted with the offset its terminal reports (${rule}), re-read at every heartbeat; ticks sent late across a DST switch would be off by the change: configure sourceTimeZones (--source-time-zones ${source}=Europe/Athens)`,
+      );
+    }
+    this.#sourceClocks.set(source, { rule, ruleFrom: 'terminal', reportedOffsetMs, problem: null });
+  }
+
+  /** The configured rule of a source, or null when it has none (then its terminal's offset is used). */
+  #configuredRule(source: string): string | null {
+    return this.#o.config.sourceTimeZones[source] ?? (this.#o.config.defaultServerTimeZone || null);
+  }
+
+  #clock(rule: string): ServerClock {
     let clock = this.#clocks.get(rule);
     if (!clock) {
       clock = createServerClock(rule);
@@ -244,11 +529,11 @@ export class Ingest implements IngressHandler {
   }
 
   onDuplicate(session: Session, ticks: number): void {
-    this.#o.metrics.duplicates.inc({ source: session.source }, ticks);
+    this.#o.metrics.duplicates.inc({ source: this.#label(session.source) }, ticks);
   }
 
   onGap(session: Session, expected: number, got: number): void {
-    this.#o.metrics.gaps.inc({ source: session.source });
+    this.#o.metrics.gaps.inc({ source: this.#label(session.source) });
     this.#o.metrics.resends.inc();
     this.#o.logger.warn({ source: session.source, expected, got }, 'seq gap: RESEND sent');
   }
@@ -262,6 +547,7 @@ export class Ingest implements IngressHandler {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#forgetTimer);
     await this.#pool.destroy();
   }
 
@@ -275,7 +561,7 @@ export class Ingest implements IngressHandler {
       source,
       symbols: chunk.symbols,
       structSize: chunk.session.structSize,
-      clockRule: this.#o.config.sourceTimeZones[source] ?? this.#o.config.defaultServerTimeZone,
+      clockRule: chunk.clockRule,
       recordTicks: this.#o.config.recordTicks,
       bytes,
       frames,
@@ -333,8 +619,10 @@ export class Ingest implements IngressHandler {
           : { lastMsc: c.lastMsc, countAtMsc: c.countAtLast };
     }
     this.#o.states.set(source, state);
-    const bars = this.#bars.add(batch);
-    this.#o.metrics.lateBarTicks.set(this.#bars.lateTicks);
+    const live = this.#inTimeWindow(source, batch);
+    const lateBefore = this.#bars.lateTicks;
+    const bars = this.#bars.add(live);
+    if (this.#bars.lateTicks > lateBefore) this.#lateTicks(source, this.#bars.lateTicks - lateBefore);
 
     this.#o.crashPoint?.('after-decode-before-produce');
     const ticks: JournalRecord[] = [];
@@ -361,7 +649,7 @@ export class Ingest implements IngressHandler {
       .then(
         () => {
           this.#queuedTicks -= batch.length;
-          this.#o.metrics.ticksCommitted.inc({ source }, batch.length);
+          this.#o.metrics.ticksCommitted.inc({ source: this.#label(source) }, batch.length);
           this.#durableNext.set(source, lastSeq + 1);
           if (batch.receivedAtMs)
             this.#o.metrics.receiptToCommit.observe(
@@ -371,16 +659,78 @@ export class Ingest implements IngressHandler {
           this.#server?.ack(source, lastSeq);
           this.#backpressure();
         },
-        (err: Error) =>
+        (err: Error) => {
+          this.#o.metrics.journalAppendFailures.inc({ what: 'ticks' });
           this.#o.logger.error(
-            { err: err.message, source },
-            'journal append failed: these ticks stay un-ACKed',
-          ),
+            { err: err.message, source, ticks: batch.length },
+            'journal append failed: these ticks stay un-ACKed (the EA resends them)',
+          );
+        },
       )
       .finally(() => this.#appends--);
-    for (const sink of this.#o.live) sink.write(batch);
+    if (live.length) for (const sink of this.#o.live) sink.write(live);
     if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
     this.#o.metrics.barsClosed.inc(bars.length);
+  }
+
+  #lateTicks(source: string, n: number): void {
+    this.#o.metrics.lateBarTicks.set(this.#bars.lateTicks);
+    const now = Date.now();
+    if (now - this.#lateLoggedAt < TIME_LOG_INTERVAL_MS) return;
+    this.#lateLoggedAt = now;
+    this.#o.logger.warn(
+      { source, ticks: n, sinceStart: this.#bars.lateTicks },
+      'ticks for a 1-minute bar already closed: journaled and live, but left out of the bars (tickstream_bar_late_ticks; logged at most every 10 s). The source sent ticks out of time order',
+    );
+  }
+
+  /**
+   * The batch, or a copy without its ticks outside the time window (see the header); those
+   * are counted and logged (at most every 10 s per source, with the first one's seq and time).
+   */
+  #inTimeWindow(source: string, batch: TickBatch): TickBatch {
+    const now = Date.now();
+    const ahead = this.#o.config.tickMaxAheadMs;
+    let latest = now + ahead;
+    const clock = this.#gmtClocks.get(source);
+    if (clock) latest = Math.min(latest, clock.gmtMs + (now - clock.atMs) + ahead);
+    const behind = this.#o.config.tickMaxBehindMs;
+    const earliest = behind > 0 ? now - behind : Number.NEGATIVE_INFINITY;
+    const utc = batch.utcMsc;
+    let out = 0;
+    let first = -1;
+    for (let i = 0; i < batch.length; i++) {
+      const t = utc[i] as number;
+      if (t > latest || t < earliest) {
+        if (first < 0) first = i;
+        out++;
+      }
+    }
+    if (out === 0) return batch;
+    this.#o.metrics.ticksOutOfWindow.inc({ source: this.#label(source) }, out);
+    const loggedAt = this.#timeLoggedAt.get(source) ?? 0;
+    if (now - loggedAt >= TIME_LOG_INTERVAL_MS) {
+      this.#timeLoggedAt.set(source, now);
+      const t = utc[first] as number;
+      this.#o.logger.warn(
+        {
+          source,
+          ticks: out,
+          seq: batch.seq[first],
+          symbol: batch.symbols[batch.symbolIndex[first] as number],
+          tickTime: new Date(t).toISOString(),
+          window: [
+            Number.isFinite(earliest) ? new Date(earliest).toISOString() : null,
+            new Date(latest).toISOString(),
+          ],
+        },
+        "ticks outside the time window around the bridge and source clocks: journaled, but kept out of Redis, websockets and bars (tickstream_ticks_out_of_time_window_total; logged at most every 10 s per source). Check the source's server time zone rule and its broker feed.",
+      );
+    }
+    return pickRows(batch, (i) => {
+      const t = utc[i] as number;
+      return t <= latest && t >= earliest;
+    });
   }
 
   #publishBars(bars: Bar[], source: string): void {
@@ -388,9 +738,13 @@ export class Ingest implements IngressHandler {
     this.#appends++;
     this.#o.journal
       .append({ ticks: [], bars: bars.map((b) => barRecord(b)), states: [] })
-      .catch((err: Error) =>
-        this.#o.logger.error({ err: err.message, source }, 'journal append of bars failed'),
-      )
+      .catch((err: Error) => {
+        this.#o.metrics.journalAppendFailures.inc({ what: 'bars' });
+        this.#o.logger.error(
+          { err: err.message, source, bars: bars.length },
+          'journal append of bars failed: these bars are not in Kafka (the live views got them)',
+        );
+      })
       .finally(() => this.#appends--);
     for (const sink of this.#o.live) sink.writeBars(bars);
   }
@@ -411,4 +765,26 @@ function barRecord(bar: Bar): JournalRecord {
     value: encodeBar(bar),
     headers: { [RecordHeader.SOURCE]: bar.source, symbol: bar.symbol },
   };
+}
+
+/** A new batch of the rows of `batch` that `keep` accepts, in order (rare path: allocates). */
+function pickRows(batch: TickBatch, keep: (i: number) => boolean): TickBatch {
+  const rows: number[] = [];
+  for (let i = 0; i < batch.length; i++) if (keep(i)) rows.push(i);
+  const out = allocTickBatch(batch.source, batch.symbols, rows.length);
+  out.receivedAtMs = batch.receivedAtMs;
+  rows.forEach((from, to) => {
+    out.seq[to] = batch.seq[from] as number;
+    out.symbolIndex[to] = batch.symbolIndex[from] as number;
+    out.serverTimeMsc[to] = batch.serverTimeMsc[from] as number;
+    out.utcMsc[to] = batch.utcMsc[from] as number;
+    out.bid[to] = batch.bid[from] as number;
+    out.ask[to] = batch.ask[from] as number;
+    out.last[to] = batch.last[from] as number;
+    out.volume[to] = batch.volume[from] as number;
+    out.volumeReal[to] = batch.volumeReal[from] as number;
+    out.flags[to] = batch.flags[from] as number;
+  });
+  out.length = rows.length;
+  return out;
 }

@@ -16,43 +16,58 @@ import { createServer } from 'node:http';
 import RdKafka from '@confluentinc/kafka-javascript';
 import pg from 'pg';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { parseArgs } from '../bridge/args.js';
+import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { redactUrl } from '../codecs/redact.js';
 import { type ResetTo, resetOffsets } from '../sinks/postgres/log-binding.js';
 import { migrate } from '../sinks/postgres/migrate.js';
-import { type Config, loadConfig } from './config.js';
+import { type Config, configKeys, loadConfig } from './config.js';
 import { crashPointFromEnv } from './faults.js';
 import { createLogger } from './logger.js';
 import { createLoader } from './serve.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
-/** The Postgres URL as it may be printed: the password replaced by ***. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
-  }
-}
+export const LOADER_COMMAND = {
+  name: 'loader',
+  summary:
+    'Run only the Postgres loader: journal → COPY into Postgres, exactly once (the loader inside serve, on its own), with /metrics, /healthz, /readyz and /status on --loader-http-port.',
+  flags: {
+    'reset-offsets': {
+      type: 'string',
+      choices: ['earliest', 'latest'],
+      value: 'WHERE',
+      description:
+        "re-bind the group's stored offsets to the logs the broker holds now, print per partition what will be loaded and what cannot be recovered, and exit",
+    },
+  },
+  configFlags: configKeys(),
+  examples: [
+    'tickstream loader --postgres-url postgres://postgres@127.0.0.1:5432/tickstream --loader-group-id pg-1',
+    'tickstream loader --reset-offsets earliest --loader-group-id pg-1',
+  ],
+  notes: [
+    'A partition whose stored offset belongs to another log (a wiped broker, a re-created topic) or lies outside its log (retention) stops loading until --reset-offsets re-binds it; see docs/operations.md.',
+  ],
+} as const satisfies CommandSpec;
 
 export async function loaderMain(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv);
-  const { config: file, 'reset-offsets': reset, ...rest } = flags;
-  const config = loadConfig(file ? { file, flags: rest } : { flags: rest });
-  if (reset !== undefined) {
-    if (reset !== 'earliest' && reset !== 'latest') {
-      throw new TickstreamError(ErrorCode.CONFIG, `--reset-offsets takes earliest or latest, not '${reset}'`);
-    }
-    return runReset(config, reset);
+  const parsed = parseCommand(LOADER_COMMAND, argv);
+  if (!parsed) return 0;
+  const config = loadConfig({
+    ...(parsed.configFile ? { file: parsed.configFile } : {}),
+    flags: parsed.config,
+  });
+  const reset = parsed.flags['reset-offsets'];
+  if (reset === undefined) return runLoader(config);
+  if (reset !== 'earliest' && reset !== 'latest') {
+    throw new TickstreamError(ErrorCode.USAGE, `--reset-offsets takes earliest or latest, not '${reset}'`);
   }
-  return runLoader(config);
+  return runReset(config, reset);
 }
 
 async function runLoader(config: Config): Promise<number> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, config.logFormat);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tickstream_' });
   const loader = createLoader(config, registry, logger, crashPointFromEnv());

@@ -35,7 +35,13 @@ export function createPipelineMetrics(registry: Registry = new Registry()) {
     }),
     clockMismatches: new Counter({
       name: 'tickstream_clock_mismatches_total',
-      help: "Times a terminal's reported server-time offset contradicted the configured time-zone rule",
+      help: "Times a terminal's reported server-time offset contradicted the configured time-zone rule (the source is refused)",
+      labelNames: ['source'],
+      registers,
+    }),
+    clockOffsetChanges: new Counter({
+      name: 'tickstream_clock_offset_changes_total',
+      help: 'Times the offset reported by the terminal of a source without a time-zone rule changed (a DST switch)',
       labelNames: ['source'],
       registers,
     }),
@@ -102,6 +108,39 @@ export function createPipelineMetrics(registry: Registry = new Registry()) {
     barsClosed: new Counter({
       name: 'tickstream_bars_closed_total',
       help: '1-minute bars closed',
+      registers,
+    }),
+    ticksOutOfWindow: new Counter({
+      name: 'tickstream_ticks_out_of_time_window_total',
+      help: 'Ticks journaled but held out of Redis, websockets and bars: their time is outside the window around the bridge and source clocks',
+      labelNames: ['source'],
+      registers,
+    }),
+    stateRefusals: new Counter({
+      name: 'tickstream_state_limit_refusals_total',
+      help: 'Sources or (source, symbol) pairs refused with ERR_LIMIT because the bridge holds maxSources / maxSymbols already',
+      labelNames: ['what'],
+      registers,
+    }),
+    sourcesKnown: new Gauge({
+      name: 'tickstream_sources_known',
+      help: 'Sources with live state (seen within sourceForgetAfterMs); limit maxSources',
+      registers,
+    }),
+    symbolsKnown: new Gauge({
+      name: 'tickstream_symbols_known',
+      help: '(source, symbol) pairs with live state; limit maxSymbols',
+      registers,
+    }),
+    sourcesForgotten: new Counter({
+      name: 'tickstream_sources_forgotten_total',
+      help: 'Sources whose live state was dropped after sourceForgetAfterMs without a session or a tick',
+      registers,
+    }),
+    journalAppendFailures: new Counter({
+      name: 'tickstream_journal_append_failures_total',
+      help: 'Journal appends that failed (their ticks stay un-ACKed and are resent; failed bars are lost and logged)',
+      labelNames: ['what'],
       registers,
     }),
     ready: new Gauge({

@@ -36,7 +36,7 @@ export interface ServeOptions {
 }
 
 export async function serve(config: Config, options: ServeOptions = {}): Promise<Running> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, config.logFormat);
   const registry = new Registry();
   // Process CPU, RSS, heap, GC and event-loop lag, as tickstream_process_* / tickstream_nodejs_*.
   collectDefaultMetrics({ register: registry, prefix: 'tickstream_' });
@@ -111,8 +111,11 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxBackpressureBytes: config.wsMaxBackpressureBytes,
     slowConsumerPolicy: config.wsSlowConsumerPolicy,
     maxClients: config.wsMaxClients,
+    maxChannelsPerClient: config.wsMaxChannelsPerClient,
+    snapshotsPerTurn: config.wsSnapshotsPerTurn,
     registry,
     logger: logger.child({ part: 'ws' }),
+    ...(failPoint ? { failPoint } : {}),
   });
   live.push(ws);
 
@@ -185,7 +188,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     sources: ingest.sourceStates().map((s) => ({
       ...s,
       connected: ingress.sources.includes(s.source),
-      committedSeq: ingress.session(s.source)?.ackedSeq ?? null,
       ticks: s.nextSeq - 1,
     })),
     loader: loaderStarted ? loader?.status() : null,
@@ -193,8 +195,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
     metrics.connections.set(ingress.connectionCount);
-    for (const s of ingest.sourceStates())
-      if (s.lastTickAgeS !== null) metrics.lastTickAge.set({ source: s.source }, s.lastTickAgeS);
+    ingest.updateGauges();
     return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
   });
   ws.route('/healthz', () => ({ status: 200, contentType: 'text/plain', body: 'ok\n' }));

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { redactUrl } from '../codecs/redact.js';
 import type { Config } from './config.js';
 
 export interface SmokeStep {
@@ -26,7 +27,8 @@ async function step(part: SmokeStep['part'], fn: () => Promise<string>): Promise
     const detail = await fn();
     return { part, ok: true, detail, ms: performance.now() - started };
   } catch (err) {
-    return { part, ok: false, detail: (err as Error).message, ms: performance.now() - started };
+    // A client library may quote the URL it was given, password and all.
+    return { part, ok: false, detail: redactUrl((err as Error).message), ms: performance.now() - started };
   }
 }
 
@@ -91,7 +93,10 @@ export async function redisRoundTrip(url: string, n: number): Promise<string> {
   redis.on('error', () => undefined); // the failed connect() below reports it once, with the fix
   try {
     await redis.connect().catch((err: Error) => {
-      throw new TickstreamError(ErrorCode.REDIS, `cannot reach Redis at ${url} (${err.message}).`);
+      throw new TickstreamError(
+        ErrorCode.REDIS,
+        `cannot reach Redis at ${redactUrl(url)} (${err.message}). Start it with 'npm run infra:up' or fix --redis-url.`,
+      );
     });
     const key = `tickstream:smoke:${randomUUID()}`;
     const pipeline = redis.pipeline();
@@ -112,7 +117,7 @@ export async function postgresRoundTrip(url: string, n: number): Promise<string>
   await client.connect().catch((err: Error) => {
     throw new TickstreamError(
       ErrorCode.POSTGRES,
-      `cannot reach Postgres at ${url} (${err.message}). Run 'npm run infra:up' (it creates the database).`,
+      `cannot reach Postgres at ${redactUrl(url)} (${err.message}). Run 'npm run infra:up' (it creates the database).`,
     );
   });
   try {

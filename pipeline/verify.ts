@@ -15,12 +15,12 @@
  * up (the loader trails the journal by design).
  */
 import pg from 'pg';
-import { parseArgs } from '../bridge/args.js';
+import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord } from '../codecs/flat-record.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import { quoteIdent } from '../sinks/postgres/migrate.js';
-import { type Config, loadConfig } from './config.js';
+import { type Config, configKeys, loadConfig } from './config.js';
 import { SeqRanges } from './seq-ranges.js';
 
 export interface SourceReport {
@@ -215,14 +215,38 @@ export async function verify(
   }
 }
 
+export const VERIFY_COMMAND = {
+  name: 'verify',
+  summary:
+    'Audit the journal (read_committed) and Postgres per source: holes, duplicates and out-of-order seqs, rows missing or extra. Exit 1 when a source is not whole.',
+  flags: {
+    source: { type: 'string', value: 'ID', description: 'audit one source only' },
+    'no-postgres': { type: 'boolean', description: 'audit the journal only' },
+    'wait-postgres': {
+      type: 'number',
+      min: 0,
+      default: 0,
+      value: 'S',
+      description: 'wait up to S seconds for the loader to catch up before comparing',
+    },
+    json: { type: 'boolean', description: 'print the reports as JSON' },
+  },
+  configFlags: configKeys(),
+  examples: ['tickstream verify --source terminal1 --wait-postgres 30'],
+} as const satisfies CommandSpec;
+
 export async function verifyMain(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, new Set(['no-postgres', 'json']));
-  const { source, 'no-postgres': noPg, 'wait-postgres': wait, json, config: file, ...rest } = flags;
-  const config = loadConfig(file ? { file, flags: rest } : { flags: rest });
+  const parsed = parseCommand(VERIFY_COMMAND, argv);
+  if (!parsed) return 0;
+  const { source, 'no-postgres': noPg, 'wait-postgres': wait, json } = parsed.flags;
+  const config = loadConfig({
+    ...(parsed.configFile ? { file: parsed.configFile } : {}),
+    flags: parsed.config,
+  });
   const reports = await verify(config, {
     ...(source ? { source } : {}),
     postgres: !noPg,
-    waitPostgresS: Number(wait ?? 0),
+    waitPostgresS: wait,
   });
   const out = (line: string) => process.stdout.write(`${line}\n`);
   if (json) out(JSON.stringify(reports, null, 2));

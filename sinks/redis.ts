@@ -3,10 +3,19 @@
  * `MAXLEN ~`, the latest quote per source and symbol in the hash `{prefix}:quote:{SOURCE}:{SYMBOL}`,
  * closed bars in the stream `{prefix}:bars:1m:{SOURCE}:{SYMBOL}`.
  *
- * Entry IDs come from the tick: `<utc ms>-<seq>`. Within one source and symbol both only grow,
- * so a resent tick gets the same ID and Redis refuses it (counted as a refused duplicate, not
- * an error) instead of storing it twice. Entry fields: b bid, a ask, l last, v volume,
- * vr volume_real, f flags, t server time ms, s seq. Bars use `<start ms>-<last seq>`.
+ * Entry IDs come from the tick: `<ms>-<seq>`, where ms is the tick's UTC time, or the greatest
+ * ms this sink already gave that stream when the tick is earlier (time going backwards: the
+ * tick is stored, under the stream's last ms, instead of refused). Seq grows within a source
+ * and symbol, so IDs grow, and a resent tick gets an ID at or below the stream's last one:
+ * Redis refuses it (counted as a refused duplicate, not an error) instead of storing it twice,
+ * also after a restart. The per-stream ms lives in memory only: right after a restart a tick
+ * earlier than the stream's last entry is refused (counted as a duplicate) until a later one
+ * comes. Ticks far in the future never get here (the time window, pipeline/ingest.ts), so one
+ * cannot push a stream's IDs ahead of real time for good. Entry fields: b bid, a ask, l last,
+ * v volume, vr volume_real, f flags, t server time ms, s seq. Bars use `<start ms>-<last seq>`.
+ *
+ * Nothing is dropped silently: ticks in `tickstream_redis_dropped_ticks_total`, bars in
+ * `tickstream_redis_dropped_bars_total{reason}`, each with a log line (rate-limited).
  *
  * Why not ioredis here: a command object, a promise and a reply conversion per tick capped the
  * sink far below the tick rate (it dropped ~60% at 126k ticks/s), and ioredis has no way to
@@ -31,6 +40,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../codecs/bar.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { redactUrl } from '../codecs/redact.js';
 import { encodeCommand, RespReplyCounter, RespWriter } from '../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 
@@ -63,6 +73,8 @@ const MAX_PENDING_BARS = 10_000;
 /** Bytes per socket write at most (besides maxPipelineCommands ticks). */
 const WRITE_BYTES = 1 << 20;
 const MAX_CACHED_HEADS = 50_000;
+/** Drops of one kind are logged at most this often. */
+const DROP_LOG_INTERVAL_MS = 10_000;
 const EMPTY_BATCH = allocTickBatch('', [], 0);
 
 /** Commands of one batch (or of the handshake, or of some bars) whose replies are awaited. */
@@ -130,16 +142,22 @@ function parseUrl(url: string): Endpoint {
   try {
     u = new URL(url);
   } catch {
-    throw new TickstreamError(ErrorCode.CONFIG, `redis url "${url}" is not a URL: use redis://host:port`);
+    throw new TickstreamError(
+      ErrorCode.CONFIG,
+      `redis url "${redactUrl(url)}" is not a URL: use redis://host:port`,
+    );
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
     throw new TickstreamError(
       ErrorCode.CONFIG,
-      `redis url "${url}": scheme must be redis:// or rediss:// (TLS), not ${u.protocol}`,
+      `redis url "${redactUrl(url)}": scheme must be redis:// or rediss:// (TLS), not ${u.protocol}`,
     );
   const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0;
   if (!Number.isInteger(db) || db < 0)
-    throw new TickstreamError(ErrorCode.CONFIG, `redis url "${url}": the path must be a db number`);
+    throw new TickstreamError(
+      ErrorCode.CONFIG,
+      `redis url "${redactUrl(url)}": the path must be a db number`,
+    );
   return {
     host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
     port: u.port ? Number(u.port) : 6379,
@@ -162,7 +180,12 @@ export class RedisSink {
   /** `MAXLEN ~ N` after the key, the same for every XADD. */
   readonly #maxLenTail: Buffer;
   readonly #heads = new Map<string, Buffer>();
+  /** Per tick stream (`source\0symbol`): the greatest ID ms given (see the header). */
+  readonly #idMs = new Map<string, number>();
   #lastOf = new Int32Array(64);
+  #msOf = new Float64Array(64);
+  /** Per kind of drop: when it was last logged. */
+  readonly #dropLoggedAt = new Map<string, number>();
 
   #state: State = State.IDLE;
   #socket: Socket | null = null;
@@ -200,6 +223,12 @@ export class RedisSink {
       dropped: new Counter({
         name: 'tickstream_redis_dropped_ticks_total',
         help: 'Ticks the Redis live view dropped (queue full, Redis down or a command failed)',
+        registers,
+      }),
+      droppedBars: new Counter({
+        name: 'tickstream_redis_dropped_bars_total',
+        help: 'Bars the Redis live view dropped, by reason (not_connected, queue_full, connection_lost, refused, failed)',
+        labelNames: ['reason'],
         registers,
       }),
       refused: new Counter({
@@ -276,6 +305,11 @@ export class RedisSink {
     }
     if (this.#queuedTicks + n > this.#o.maxQueuedTicks) {
       this.#m.dropped.inc(n);
+      this.#logDrop(
+        'queue_full',
+        { ticks: n, limit: this.#o.maxQueuedTicks },
+        'redis queue full: ticks dropped from the live view (counted in tickstream_redis_dropped_ticks_total; logged at most every 10 s). Redis is slower than the feed: check its latency, or raise --redis-max-queued-ticks',
+      );
       return;
     }
     this.#queue.push(batch);
@@ -285,9 +319,44 @@ export class RedisSink {
   }
 
   writeBars(bars: Bar[]): void {
-    if (this.#state !== State.READY || this.#bars.length + bars.length > MAX_PENDING_BARS) return;
+    if (this.#state !== State.READY) {
+      this.#barsDropped('not_connected', bars.length, 'redis is not connected');
+      return;
+    }
+    if (this.#bars.length + bars.length > MAX_PENDING_BARS) {
+      this.#barsDropped('queue_full', bars.length, `${MAX_PENDING_BARS} bars wait for Redis already`);
+      return;
+    }
     for (const b of bars) this.#bars.push(b);
     this.#schedule();
+  }
+
+  /** Forgets what the sink caches for a source (idle past sourceForgetAfterMs). */
+  forgetSource(source: string): void {
+    const infix = `:${source}:`;
+    for (const key of this.#heads.keys()) {
+      const at = key.indexOf(infix, key.indexOf('\n') + 1 + this.#o.keyPrefix.length);
+      if (at >= 0) this.#heads.delete(key);
+    }
+    const prefix = `${source}\u0000`;
+    for (const key of this.#idMs.keys()) if (key.startsWith(prefix)) this.#idMs.delete(key);
+  }
+
+  #barsDropped(reason: string, n: number, why: string): void {
+    if (n === 0) return;
+    this.#m.droppedBars.inc({ reason }, n);
+    this.#logDrop(
+      `bars:${reason}`,
+      { bars: n, reason },
+      `bars not written to Redis: ${why} (counted in tickstream_redis_dropped_bars_total; logged at most every 10 s). Kafka and Postgres have them.`,
+    );
+  }
+
+  #logDrop(kind: string, fields: Record<string, unknown>, message: string): void {
+    const now = Date.now();
+    if (now - (this.#dropLoggedAt.get(kind) ?? 0) < DROP_LOG_INTERVAL_MS) return;
+    this.#dropLoggedAt.set(kind, now);
+    this.#o.logger.warn(fields, message);
   }
 
   /** Resolves true once nothing is queued or awaiting a reply, false at the deadline. */
@@ -405,8 +474,10 @@ export class RedisSink {
   #failPending(why: string): void {
     this.#parser.reset();
     let lost = 0;
+    let lostBars = 0;
     for (let i = this.#segHead; i < this.#segs.length; i++) {
       const s = this.#segs[i] as Segment;
+      if (s.kind === Kind.BARS) lostBars += s.replies - s.replied;
       if (s.kind !== Kind.TICKS) continue;
       this.#count(s);
       lost += s.ticks - s.written - s.refused - s.failed;
@@ -417,6 +488,7 @@ export class RedisSink {
     for (let i = this.#queueHead; i < this.#queue.length; i++) lost += (this.#queue[i] as TickBatch).length;
     this.#queue = [];
     this.#queueHead = 0;
+    this.#barsDropped('connection_lost', this.#bars.length + lostBars, why);
     this.#bars = [];
     this.#queuedTicks = 0;
     this.#inFlightBytes = 0;
@@ -502,9 +574,14 @@ export class RedisSink {
     const heads: Buffer[] = new Array(nSym);
     for (let s = 0; s < nSym; s++)
       heads[s] = this.#head(`${prefix}:ticks:${b.source}:${b.symbols[s]}`, 22, 'XADD', true);
-    if (this.#lastOf.length < nSym) this.#lastOf = new Int32Array(nSym * 2);
+    if (this.#lastOf.length < nSym) {
+      this.#lastOf = new Int32Array(nSym * 2);
+      this.#msOf = new Float64Array(nSym * 2);
+    }
     const lastOf = this.#lastOf;
     lastOf.fill(-1, 0, nSym);
+    const msOf = this.#msOf;
+    for (let s = 0; s < nSym; s++) msOf[s] = this.#idMs.get(`${b.source}\u0000${b.symbols[s]}`) ?? 0;
     const { seq, symbolIndex, serverTimeMsc, utcMsc, bid, ask, last, volume, volumeReal, flags } = b;
     let bad = 0;
     for (let i = 0; i < b.length; i++) {
@@ -515,9 +592,12 @@ export class RedisSink {
         continue;
       }
       lastOf[sym] = i;
+      const utc = utcMsc[i] as number;
+      const ms = Math.max(utc, msOf[sym] as number);
+      msOf[sym] = ms;
       w.ensure(head.length + COMMAND_TAIL_BOUND);
       w.raw(head);
-      w.id(utcMsc[i] as number, seq[i] as number);
+      w.id(ms, seq[i] as number);
       w.raw(F.b);
       w.num(bid[i] as number);
       w.raw(F.a);
@@ -539,6 +619,7 @@ export class RedisSink {
     for (let s = 0; s < nSym; s++) {
       const i = lastOf[s] as number;
       if (i < 0) continue;
+      this.#idMs.set(`${b.source}\u0000${b.symbols[s]}`, msOf[s] as number);
       quotes++;
       const head = this.#head(`${prefix}:quote:${b.source}:${b.symbols[s]}`, 16, 'HSET', false);
       w.ensure(head.length + COMMAND_TAIL_BOUND);
@@ -562,6 +643,11 @@ export class RedisSink {
     if (bad) {
       this.#queuedTicks -= bad;
       this.#m.dropped.inc(bad);
+      this.#logDrop(
+        'symbol_index',
+        { ticks: bad, source: b.source },
+        'ticks with a symbol index outside their batch: dropped from Redis (counted in tickstream_redis_dropped_ticks_total). This is a decoder bug: please report it',
+      );
       if (ticks === 0) return null;
     }
     const seg = new Segment(Kind.TICKS, ticks, ticks + quotes, w.off - from, b.receivedAtMs, started);
@@ -620,7 +706,13 @@ export class RedisSink {
           seg.failed++;
           seg.lastError = err;
         }
-      } else if (seg.kind !== Kind.BARS || !err.includes('equal or smaller')) seg.lastError = err;
+      } else if (seg.kind === Kind.BARS) {
+        if (err.includes('equal or smaller')) seg.refused++;
+        else {
+          seg.failed++;
+          seg.lastError = err;
+        }
+      } else seg.lastError = err;
     } else if (seg.kind === Kind.TICKS && i < seg.ticks) seg.written++;
     if (seg.replied === seg.replies) this.#complete(seg);
   }
@@ -649,6 +741,11 @@ export class RedisSink {
     if (seg.endsWrite) {
       this.#m.flush.observe((now - seg.startedAt) / 1000);
       this.#m.inFlightBytes.set(this.#inFlightBytes);
+    }
+    if (seg.kind === Kind.BARS) {
+      // A bar at or below the stream's last ID: the same minute again (a restart republished it).
+      this.#barsDropped('refused', seg.refused, 'Redis refused bars at or below the last ID of their stream');
+      if (seg.failed) this.#m.droppedBars.inc({ reason: 'failed' }, seg.failed);
     }
     if (seg.kind === Kind.TICKS) {
       this.#count(seg);
@@ -699,7 +796,6 @@ export class RedisSink {
 
   /** The URL without its password, for logs and errors. */
   #safeUrl(): string {
-    const { host, port, tls, db } = this.#endpoint;
-    return `${tls ? 'rediss' : 'redis'}://${host.includes(':') ? `[${host}]` : host}:${port}${db ? `/${db}` : ''}`;
+    return redactUrl(this.#o.url);
   }
 }

@@ -1,4 +1,4 @@
-// Folder = layer, and imports go one way (ARCHITECTURE.md): codecs import nothing of ours,
+// Folder = layer, and imports go one way (README, Architecture): codecs import nothing of ours,
 // bridge and sinks import codecs only (sinks never each other), pipeline wires everything.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';

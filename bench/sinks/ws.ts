@@ -193,6 +193,8 @@ async function runOurs(w: Workload, n: number): Promise<{ ticksPerS: number; con
     maxBackpressureBytes: MAX_BACKPRESSURE_BYTES,
     slowConsumerPolicy: 'conflate',
     maxClients: 1000,
+    maxChannelsPerClient: 1000,
+    snapshotsPerTurn: 256,
     registry,
     logger: pino({ level: 'silent' }),
   });

@@ -16,6 +16,14 @@
 //              tick. After an EA restart (empty memory) next_seq and the cursors come from
 //              HELLO_ACK and history is re-read from there (protocol.md section 5.7).
 //
+//   timing   - nothing blocks a handshake or a session for long (issue 19): history is synced
+//              before the first connection (WarmUp), capture and live starts run only while
+//              streaming or offline and within a time budget per timer event, TICKS frames are
+//              capped (InpMaxFrameBytes) with two frames' worth in flight at most, so SocketSend
+//              never waits on a bridge that pauses reading. Both sides' timers: docs/ea.md.
+//   self-test - at start-up every message the EA writes or reads is checked against the vectors
+//              of protocol.md 9 (SelfTest; test/bridge/ea-self-test.test.ts checks the copies).
+//
 // Byte layout: little-endian; every frame = 12-byte header (magic 0x5354, version, type,
 // u32 length, u32 CRC32C over header bytes 0-7 then the payload) + payload (protocol.md 2-3).
 // Payload field order is checked against codecs/messages.ts.
@@ -28,7 +36,7 @@
 // bridge/client.ts, bridge/capture.ts) is the tested mirror. Change both together.
 //+------------------------------------------------------------------+
 #property copyright   "tickstream"
-#property version     "1.00"
+#property version     "1.10"
 #property description "Streams every tick of the listed symbols to the tickstream bridge (docs/ea.md)."
 #property description "Add the bridge host to Tools > Options > Expert Advisors, list of allowed URLs."
 
@@ -42,6 +50,7 @@ input bool   InpTls              = false;       // TLS (bridge has ingressTlsCer
 input int    InpTimerMs          = 10;          // Capture timer period, ms
 input int    InpMaxBufferTicks   = 200000;      // Un-ACKed ticks held at most (capture pauses when full)
 input int    InpMaxTicksPerFrame = 16384;       // Ticks per TICKS frame at most (the bridge's limit also applies)
+input int    InpMaxFrameBytes    = 32768;       // TICKS frame payload bytes at most; two frames' worth in flight
 input int    InpHeartbeatMs      = 1000;        // Heartbeat after this long idle, ms (bridge's value if smaller; 0 = bridge's)
 input int    InpBackoffMinMs     = 1000;        // First reconnect delay, ms
 input int    InpBackoffMaxMs     = 30000;       // Reconnect delay cap, ms
@@ -78,6 +87,7 @@ input int    InpBackoffMaxMs     = 30000;       // Reconnect delay cap, ms
 #define TS_ERR_FRAME_CRC       5
 #define TS_ERR_FRAME_PAYLOAD   6
 #define TS_ERR_STRUCT_SIZE     7
+#define TS_ERR_LIMIT           11
 #define TS_ERR_PROTOCOL_STATE  13
 #define TS_ERR_AUTH            14
 #define TS_ERR_INTERNAL        30
@@ -87,6 +97,10 @@ input int    InpBackoffMaxMs     = 30000;       // Reconnect delay cap, ms
 #define SOCKET_TIMEOUT_MS    10000    // SocketTimeouts: a send blocked this long fails (peer treated as gone)
 #define HANDSHAKE_TIMEOUT_MS 30000    // CHALLENGE and HELLO_ACK must arrive within this
 #define PUMP_BUDGET_MS       50       // time spent sending per timer event, at most
+#define CAPTURE_BUDGET_MS    50       // history reads (capture, live starts) per timer event, about
+#define IN_FLIGHT_FRAMES     2        // capped frames' worth of ticks sent and not yet ACKed, at most
+#define WARMUP_TRIES         3        // sync reads per symbol before connecting without it
+#define COURTESY_TIMEOUT_MS  200      // send timeout of a last BYE/ERROR to a peer that may be gone
 #define CATCHUP_SPAN_MS      60000    // a cursor further behind than this is read in time windows
 #define READ_CHUNK           65536
 #define WARN_EVERY_MS        10000
@@ -194,7 +208,8 @@ bool Sha256(const uchar &data[], uchar &out[])
 bool HmacSha256(const uchar &key[], const uchar &msg[], uchar &out[])
   {
    uchar k[64];
-   ArrayInitialize(k, 0);
+   for(int i = 0; i < 64; i++)
+      k[i] = 0;
    int klen = ArraySize(key);
    if(klen > 64)
      {
@@ -393,7 +408,14 @@ long     g_curMsc[];                // newest time_msc taken
 int      g_curCount[];              // ticks of that millisecond already taken
 long     g_span[];                  // catch-up window in ms; 0 = open-ended (live)
 ulong    g_warnAt[];
+bool     g_needLive[];              // no cursor yet: PrepareCursors starts it live after SYMBOLS
+long     g_originMsc[];             // where this run started the symbol (capture.ts origins)
+int      g_originCount[];
+bool     g_hasOrigin[];
 int      g_nsym = 0;
+int      g_warm = 0;                // symbols whose history sync read is done (WarmUp)
+int      g_warmTries = 0;           // sync reads of symbol g_warm that timed out
+int      g_capFrom = 0;             // Capture starts here: the rotation under the time budget
 
 // ring of captured, un-ACKed ticks: seqs [g_bufStart, g_nextSeq), oldest at g_head
 MqlTick  g_ring[];
@@ -436,6 +458,370 @@ ulong    g_statusAt = 0;
 int Slot(const long seq) { return (int)((g_head + (seq - g_bufStart)) % g_cap); }
 
 //+------------------------------------------------------------------+
+//| Message codecs: one writer and one reader per message the EA     |
+//| sends or receives (codecs/messages.ts); the session and the      |
+//| self-test use the same functions, so the self-test covers them.  |
+//+------------------------------------------------------------------+
+// HELLO: str source, u16 struct_size, u32 terminal_build, i64 server_time_ms, i64 gmt_time_ms,
+//        u16 n, str symbol x n, proof[32]
+void WriteHello(const string source, const int structSize, const uint build, const long srv, const long gmt,
+                const string &syms[], const int n, const uchar &proof[])
+  {
+   g_w.Begin(MSG_HELLO);
+   g_w.Str(source);
+   g_w.U16((uint)structSize);
+   g_w.U32(build);
+   g_w.I64(srv);
+   g_w.I64(gmt);
+   g_w.U16((uint)n);
+   for(int k = 0; k < n; k++)
+      g_w.Str(syms[k]);
+   g_w.Bytes(proof, 0, PROOF_BYTES);
+  }
+
+// SYMBOLS: u16 n, { u16 id, u8 digits, str name } x n; ids are per connection (k + 1)
+void WriteSymbols(const string &syms[], const uchar &digits[], const int n)
+  {
+   g_w.Begin(MSG_SYMBOLS);
+   g_w.U16((uint)n);
+   for(int k = 0; k < n; k++)
+     {
+      g_w.U16((uint)k + 1);
+      g_w.U8(digits[k]);
+      g_w.Str(syms[k]);
+     }
+  }
+
+// TICKS: u16 symbol_id, u64 first_seq, u32 count, then count x MqlTick (PutTick)
+void BeginTicks(const uint symbolId, const long firstSeq, const long count)
+  {
+   g_w.Begin(MSG_TICKS);
+   g_w.U16(symbolId);
+   g_w.U64((ulong)firstSeq);
+   g_w.U32((uint)count);
+   g_w.Need((int)count * g_structSize);
+  }
+
+// The struct verbatim, as CopyTicksRange filled it (protocol.md 3, MqlTick).
+bool PutTick(const MqlTick &t)
+  {
+   g_w.Need(g_structSize);
+   if(!StructToCharArray(t, g_w.b, (uint)g_w.n))
+      return false;
+   g_w.n += g_structSize;
+   return true;
+  }
+
+// HEARTBEAT: i64 server_time_ms, i64 gmt_time_ms, read together
+void WriteHeartbeat(const long srv, const long gmt)
+  {
+   g_w.Begin(MSG_HEARTBEAT);
+   g_w.I64(srv);
+   g_w.I64(gmt);
+  }
+
+// CHALLENGE: nonce[32], u8 min_version, u8 max_version
+bool ReadChallenge(uchar &nonce[], uint &minV, uint &maxV)
+  {
+   g_rd.Bytes(nonce, NONCE_BYTES);
+   minV = g_rd.U8();
+   maxV = g_rd.U8();
+   return g_rd.End() && minV >= 1 && minV <= maxV;
+  }
+
+// HELLO_ACK: u64 next_seq, u64 credit_limit, u32 heartbeat_interval_ms, u32 heartbeat_timeout_ms,
+//            u32 max_frame_bytes, u32 max_ticks_per_frame, u16 max_symbols,
+//            u16 n, { str symbol, i64 last_msc, u32 count_at_msc } x n
+struct HelloAck
+  {
+   long              nextSeq;
+   long              credit;
+   uint              hbInterval;
+   uint              hbTimeout;
+   uint              maxFrame;
+   uint              maxTicks;
+   uint              maxSymbols;
+   int               n;
+   string            names[];
+   long              mscs[];
+   uint              counts[];
+  };
+
+bool ReadHelloAck(HelloAck &a)
+  {
+   a.nextSeq = g_rd.U64();
+   a.credit = g_rd.U64();
+   a.hbInterval = g_rd.U32();
+   a.hbTimeout = g_rd.U32();
+   a.maxFrame = g_rd.U32();
+   a.maxTicks = g_rd.U32();
+   a.maxSymbols = g_rd.U16();
+   a.n = (int)g_rd.U16();
+   ArrayResize(a.names, a.n);
+   ArrayResize(a.mscs, a.n);
+   ArrayResize(a.counts, a.n);
+   for(int i = 0; i < a.n && g_rd.ok; i++)
+     {
+      a.names[i] = g_rd.Str();
+      a.mscs[i] = g_rd.I64();
+      a.counts[i] = g_rd.U32();
+     }
+   return g_rd.End() && a.nextSeq >= 1 && a.maxFrame > TICKS_HEADER_BYTES;
+  }
+
+// ACK: u64 acked_seq, u64 credit_limit
+bool ReadAck(long &acked, long &credit)
+  {
+   acked = g_rd.U64();
+   credit = g_rd.U64();
+   return g_rd.End();
+  }
+
+// RESEND: u64 from_seq
+bool ReadResend(long &from)
+  {
+   from = g_rd.U64();
+   return g_rd.End();
+  }
+
+// ERROR: u16 code, str message
+bool ReadError(uint &code, string &text)
+  {
+   code = g_rd.U16();
+   text = g_rd.Str();
+   return g_rd.End();
+  }
+
+// BYE: str reason
+bool ReadBye(string &reason)
+  {
+   reason = g_rd.Str();
+   return g_rd.End();
+  }
+
+//+------------------------------------------------------------------+
+//| Self-test: every byte the EA writes and reads, checked against   |
+//| the test vectors of protocol.md 9 at start-up. Each is written   |
+//| as TestVector("NAME", "hex"); test/bridge/ea-self-test.test.ts   |
+//| extracts them and checks them against protocol.md.               |
+//+------------------------------------------------------------------+
+string g_vector = "";   // the vector being checked, named when it fails
+
+string TestVector(const string name, const string hex)
+  {
+   g_vector = name;
+   return hex;
+  }
+
+int HexNibble(const ushort c)
+  {
+   if(c >= '0' && c <= '9')
+      return (int)(c - '0');
+   if(c >= 'a' && c <= 'f')
+      return (int)(c - 'a') + 10;
+   return -1;
+  }
+
+// "54 53 01" -> {0x54, 0x53, 0x01}
+int HexBytes(const string hex, uchar &out[])
+  {
+   int len = StringLen(hex);
+   ArrayResize(out, len / 3 + 1);
+   int n = 0;
+   for(int i = 0; i + 1 < len; i++)
+     {
+      int hi = HexNibble(StringGetCharacter(hex, i));
+      int lo = HexNibble(StringGetCharacter(hex, i + 1));
+      if(hi < 0 || lo < 0)
+         continue;
+      out[n++] = (uchar)(hi * 16 + lo);
+      i++;
+     }
+   ArrayResize(out, n);
+   return n;
+  }
+
+// b[0, n) holds exactly the bytes of `hex`
+bool SameAs(const uchar &b[], const int n, const string hex)
+  {
+   uchar want[];
+   if(HexBytes(hex, want) != n || ArraySize(b) < n)
+      return false;
+   for(int i = 0; i < n; i++)
+      if(b[i] != want[i])
+         return false;
+   return true;
+  }
+
+// Puts the vector frame at offset 3 of a buffer and checks it as ParseFrames does a frame inside
+// g_rx (type, length, CRC at an offset), then loads its payload into g_rd.
+bool LoadVector(const string hex, const uchar type)
+  {
+   uchar f[];
+   int n = HexBytes(hex, f);
+   uchar buf[];
+   ArrayResize(buf, n + 3);
+   buf[0] = 0xAA;
+   buf[1] = 0xBB;
+   buf[2] = 0xCC;
+   ArrayCopy(buf, f, 3, 0, n);
+   if(n < HEADER_BYTES || buf[3 + 3] != type)
+      return false;
+   int len = (int)Get32(buf, 3 + 4);
+   if(len != n - HEADER_BYTES || FrameCrc(buf, 3, len) != Get32(buf, 3 + 8))
+      return false;
+   g_rd.Load(buf, 3 + HEADER_BYTES, len);
+   return true;
+  }
+
+bool SelfTestFailed(const string why)
+  {
+   Log("self-test failed at vector " + g_vector + ": " + why +
+       ". This EA does not speak protocol.md on this terminal build: do not use it; report the build and this log");
+   return false;
+  }
+
+bool SelfTest()
+  {
+   uchar check[];
+   StringToCharArray("123456789", check, 0, 9, CP_ACP);
+   g_vector = "CRC32C check value";
+   if((CrcUpdate(CRC32C_INIT, check, 0, 9) ^ CRC32C_INIT) != 0xE3069283)
+      return SelfTestFailed("CRC32C(\"123456789\") is not e3069283");
+   // inputs of protocol.md 9: nonce 00..1f, source demo, secret s3cret-s3cret, EURUSD (id 1, 5 digits)
+   uchar nonce[];
+   ArrayResize(nonce, NONCE_BYTES);
+   for(int i = 0; i < NONCE_BYTES; i++)
+      nonce[i] = (uchar)i;
+   uchar proof[];
+   g_vector = "HELLO_PROOF";
+   if(!HelloProof("s3cret-s3cret", nonce, "demo", proof))
+      return SelfTestFailed("CryptEncode(CRYPT_HASH_SHA256) error " + (string)GetLastError());
+   if(!SameAs(proof, ArraySize(proof), TestVector("HELLO_PROOF", "f3 d0 69 94 ec 4d 36 90 7e 81 f5 78 48 54 26 17 "
+          + "7a 13 98 86 f4 15 64 93 09 6a 9e 4b 03 68 d2 80")))
+      return SelfTestFailed("HMAC-SHA256 proof bytes differ");
+   // A key longer than the 64-byte block is hashed first (RFC 2104): bytes 0..99, same message.
+   uchar key[], message[], demo[], mac[];
+   ArrayResize(key, 100);
+   for(int i = 0; i < 100; i++)
+      key[i] = (uchar)i;
+   Utf8("demo", demo);
+   ArrayResize(message, NONCE_BYTES + 4);
+   ArrayCopy(message, nonce, 0, 0, NONCE_BYTES);
+   ArrayCopy(message, demo, NONCE_BYTES, 0, 4);
+   g_vector = "HMAC_KEY_100";
+   if(!HmacSha256(key, message, mac))
+      return SelfTestFailed("CryptEncode(CRYPT_HASH_SHA256) error " + (string)GetLastError());
+   if(!SameAs(mac, ArraySize(mac), TestVector("HMAC_KEY_100", "63 d0 84 6c e1 8e c4 d8 66 f7 cb 19 5b 1a e3 48 "
+          + "11 b5 23 b7 7f 6c 2c 3f ce ca 88 8e 58 49 95 bd")))
+      return SelfTestFailed("HMAC-SHA256 with a 100-byte key differs");
+   // Writers. HELLO: struct size 60, build 4755, server 2020.01.02 00:00:00, GMT 2020.01.01 22:00:00
+   string syms[1];
+   uchar digits[1];
+   syms[0] = "EURUSD";
+   digits[0] = 5;
+   WriteHello("demo", 60, 4755, 1577923200000, 1577916000000, syms, 1, proof);
+   g_w.Finish();
+   if(!SameAs(g_w.b, g_w.n, TestVector("HELLO", "54 53 01 02 46 00 00 00 b2 50 a1 0f 04 00 64 65 "
+          + "6d 6f 3c 00 93 12 00 00 00 44 8d 63 6f 01 00 00 "
+          + "00 67 1f 63 6f 01 00 00 01 00 06 00 45 55 52 55 "
+          + "53 44 f3 d0 69 94 ec 4d 36 90 7e 81 f5 78 48 54 "
+          + "26 17 7a 13 98 86 f4 15 64 93 09 6a 9e 4b 03 68 "
+          + "d2 80")))
+      return SelfTestFailed("HELLO frame bytes differ (field order, Str or integer writers)");
+   WriteSymbols(syms, digits, 1);
+   g_w.Finish();
+   if(!SameAs(g_w.b, g_w.n, TestVector("SYMBOLS", "54 53 01 04 0d 00 00 00 17 59 71 f3 01 00 01 00 "
+          + "05 06 00 45 55 52 55 53 44")))
+      return SelfTestFailed("SYMBOLS frame bytes differ");
+   // TICKS through a real MqlTick: 2020.01.02 00:00:00.065, bid 1.12120, ask 1.12172, flags 6
+   MqlTick t;
+   ZeroMemory(t);
+   t.time = (datetime)1577923200;
+   t.bid = 1.12120;
+   t.ask = 1.12172;
+   t.time_msc = 1577923200065;
+   t.flags = 6;
+   BeginTicks(1, 1, 1);
+   g_vector = g_structSize == 60 ? "TICKS" : "TICKS_52";
+   if(!PutTick(t))
+      return SelfTestFailed("StructToCharArray error " + (string)GetLastError());
+   g_w.Finish();
+   if(g_structSize == 60)
+     {
+      if(!SameAs(g_w.b, g_w.n, TestVector("TICKS", "54 53 01 05 4a 00 00 00 2f 46 70 75 01 00 01 00 "
+             + "00 00 00 00 00 00 01 00 00 00 80 32 0d 5e 00 00 "
+             + "00 00 38 67 44 69 6f f0 f1 3f 51 4e b4 ab 90 f2 "
+             + "f1 3f 00 00 00 00 00 00 00 00 00 00 00 00 00 00 "
+             + "00 00 41 44 8d 63 6f 01 00 00 06 00 00 00 00 00 "
+             + "00 00 00 00 00 00")))
+         return SelfTestFailed("TICKS frame bytes differ (MqlTick layout)");
+     }
+   else
+      if(!SameAs(g_w.b, g_w.n, TestVector("TICKS_52", "54 53 01 05 42 00 00 00 80 12 3e 52 01 00 01 00 "
+             + "00 00 00 00 00 00 01 00 00 00 80 32 0d 5e 00 00 "
+             + "00 00 38 67 44 69 6f f0 f1 3f 51 4e b4 ab 90 f2 "
+             + "f1 3f 00 00 00 00 00 00 00 00 00 00 00 00 00 00 "
+             + "00 00 41 44 8d 63 6f 01 00 00 06 00 00 00")))
+         return SelfTestFailed("TICKS frame bytes differ (52-byte MqlTick layout)");
+   WriteHeartbeat(1577923201000, 1577916001000);
+   g_w.Finish();
+   if(!SameAs(g_w.b, g_w.n, TestVector("HEARTBEAT", "54 53 01 06 10 00 00 00 9e 43 57 ad e8 47 8d 63 "
+          + "6f 01 00 00 e8 6a 1f 63 6f 01 00 00")))
+      return SelfTestFailed("HEARTBEAT frame bytes differ");
+   // Readers, each frame checked (type, length, CRC) at an offset inside a buffer
+   uint minV = 0, maxV = 0;
+   uchar gotNonce[];
+   if(!LoadVector(TestVector("CHALLENGE", "54 53 01 01 22 00 00 00 5a 0e 3d e3 00 01 02 03 "
+          + "04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 "
+          + "14 15 16 17 18 19 1a 1b 1c 1d 1e 1f 01 01"), MSG_CHALLENGE))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadChallenge(gotNonce, minV, maxV) || minV != 1 || maxV != 1 || ArraySize(gotNonce) != NONCE_BYTES)
+      return SelfTestFailed("CHALLENGE decodes wrong");
+   for(int i = 0; i < NONCE_BYTES; i++)
+      if(gotNonce[i] != nonce[i])
+         return SelfTestFailed("CHALLENGE nonce decodes wrong");
+   HelloAck a;
+   if(!LoadVector(TestVector("HELLO_ACK", "54 53 01 03 38 00 00 00 ea 52 8c 29 01 00 00 00 "
+          + "00 00 00 00 01 00 01 00 00 00 00 00 e8 03 00 00 "
+          + "98 3a 00 00 00 00 10 00 00 40 00 00 00 04 01 00 "
+          + "06 00 45 55 52 55 53 44 18 40 8d 63 6f 01 00 00 "
+          + "02 00 00 00"), MSG_HELLO_ACK))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadHelloAck(a) || a.n != 1)
+      return SelfTestFailed("HELLO_ACK does not decode");
+   if(a.nextSeq != 1 || a.credit != 65537 || a.hbInterval != 1000 || a.hbTimeout != 15000 ||
+      a.maxFrame != 1048576 || a.maxTicks != 16384 || a.maxSymbols != 1024 ||
+      a.names[0] != "EURUSD" || a.mscs[0] != 1577923199000 || a.counts[0] != 2)
+      return SelfTestFailed("HELLO_ACK fields decode wrong");
+   long acked = 0, credit = 0, from = 0;
+   if(!LoadVector(TestVector("ACK", "54 53 01 07 10 00 00 00 ae 38 65 b9 01 00 00 00 "
+          + "00 00 00 00 02 00 01 00 00 00 00 00"), MSG_ACK))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadAck(acked, credit) || acked != 1 || credit != 65538)
+      return SelfTestFailed("ACK decodes wrong");
+   if(!LoadVector(TestVector("RESEND", "54 53 01 08 08 00 00 00 bd 1f 73 15 2a 00 00 00 "
+          + "00 00 00 00"), MSG_RESEND))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadResend(from) || from != 42)
+      return SelfTestFailed("RESEND decodes wrong");
+   uint code = 0;
+   string text = "";
+   if(!LoadVector(TestVector("ERROR", "54 53 01 09 0d 00 00 00 26 c4 0b 82 0e 00 09 00 "
+          + "62 61 64 20 70 72 6f 6f 66"), MSG_ERROR))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadError(code, text) || code != TS_ERR_AUTH || text != "bad proof")
+      return SelfTestFailed("ERROR decodes wrong");
+   if(!LoadVector(TestVector("BYE", "54 53 01 0a 0a 00 00 00 48 52 b6 5f 08 00 73 68 "
+          + "75 74 64 6f 77 6e"), MSG_BYE))
+      return SelfTestFailed("frame header or CRC check at an offset");
+   if(!ReadBye(text) || text != "shutdown")
+      return SelfTestFailed("BYE decodes wrong");
+   g_vector = "";
+   return true;
+  }
+
+//+------------------------------------------------------------------+
 //| Init / deinit                                                    |
 //+------------------------------------------------------------------+
 bool ValidSource(const string s)
@@ -453,6 +839,8 @@ bool ValidSource(const string s)
    return true;
   }
 
+// Parses InpSymbols. Selecting them may fail while the terminal is still connecting to its broker:
+// that is retried by WarmUp, not a reason to remove the EA.
 bool LoadSymbols()
   {
    string list = InpSymbols;
@@ -483,16 +871,9 @@ bool LoadSymbols()
          Log("symbol name " + s + " is longer than 64 bytes");
          return false;
         }
-      if(!SymbolSelect(s, true))
-        {
-         Log("symbol " + s + " is not offered by this broker (SymbolSelect failed, error " + (string)GetLastError() + "): check InpSymbols");
-         return false;
-        }
       g_nsym++;
       ArrayResize(g_sym, g_nsym);
-      ArrayResize(g_digits, g_nsym);
       g_sym[g_nsym - 1] = s;
-      g_digits[g_nsym - 1] = (uchar)SymbolInfoInteger(s, SYMBOL_DIGITS);
      }
    if(g_nsym == 0 || g_nsym > 65535)
      {
@@ -501,62 +882,28 @@ bool LoadSymbols()
      }
    if(g_nsym > 1024)
       Log("warning: " + (string)g_nsym + " symbols; the bridge accepts 1024 per session by default (max_symbols)");
+   ArrayResize(g_digits, g_nsym);
    ArrayResize(g_curMsc, g_nsym);
    ArrayResize(g_curCount, g_nsym);
    ArrayResize(g_span, g_nsym);
    ArrayResize(g_warnAt, g_nsym);
-   ArrayInitialize(g_curMsc, 0);
-   ArrayInitialize(g_curCount, 0);
-   ArrayInitialize(g_span, 0);
-   ArrayInitialize(g_warnAt, 0);
-   return true;
-  }
-
-// Checks CRC32C, the frame writer and HMAC-SHA256 against protocol.md section 9.
-bool SelfTest()
-  {
-   uchar check[];
-   StringToCharArray("123456789", check, 0, 9, CP_ACP);
-   if((CrcUpdate(CRC32C_INIT, check, 0, 9) ^ CRC32C_INIT) != 0xE3069283)
+   ArrayResize(g_needLive, g_nsym);
+   ArrayResize(g_originMsc, g_nsym);
+   ArrayResize(g_originCount, g_nsym);
+   ArrayResize(g_hasOrigin, g_nsym);
+   // A plain loop: ArrayInitialize has no ulong overload (g_warnAt).
+   for(int k = 0; k < g_nsym; k++)
      {
-      Log("self-test failed: CRC32C check value");
-      return false;
+      g_digits[k] = 0;
+      g_curMsc[k] = 0;
+      g_curCount[k] = 0;
+      g_span[k] = 0;
+      g_warnAt[k] = 0;
+      g_needLive[k] = false;
+      g_originMsc[k] = 0;
+      g_originCount[k] = 0;
+      g_hasOrigin[k] = false;
      }
-   // vector HEARTBEAT
-   uchar hb[28] = {0x54, 0x53, 0x01, 0x06, 0x10, 0x00, 0x00, 0x00, 0x9e, 0x43, 0x57, 0xad, 0xe8, 0x47,
-                   0x8d, 0x63, 0x6f, 0x01, 0x00, 0x00, 0xe8, 0x6a, 0x1f, 0x63, 0x6f, 0x01, 0x00, 0x00
-                  };
-   g_w.Begin(MSG_HEARTBEAT);
-   g_w.I64(1577923201000);
-   g_w.I64(1577916001000);
-   g_w.Finish();
-   bool same = g_w.n == 28;
-   for(int i = 0; same && i < 28; i++)
-      same = g_w.b[i] == hb[i];
-   if(!same)
-     {
-      Log("self-test failed: HEARTBEAT frame bytes");
-      return false;
-     }
-   // vector HELLO_PROOF
-   uchar nonce[NONCE_BYTES];
-   for(int i = 0; i < NONCE_BYTES; i++)
-      nonce[i] = (uchar)i;
-   uchar want[32] = {0xf3, 0xd0, 0x69, 0x94, 0xec, 0x4d, 0x36, 0x90, 0x7e, 0x81, 0xf5, 0x78, 0x48, 0x54, 0x26, 0x17,
-                     0x7a, 0x13, 0x98, 0x86, 0xf4, 0x15, 0x64, 0x93, 0x09, 0x6a, 0x9e, 0x4b, 0x03, 0x68, 0xd2, 0x80
-                    };
-   uchar got[];
-   if(!HelloProof("s3cret-s3cret", nonce, "demo", got) || ArraySize(got) != 32)
-     {
-      Log("self-test failed: CryptEncode(CRYPT_HASH_SHA256) error " + (string)GetLastError());
-      return false;
-     }
-   for(int i = 0; i < 32; i++)
-      if(got[i] != want[i])
-        {
-         Log("self-test failed: HMAC-SHA256 proof");
-         return false;
-        }
    return true;
   }
 
@@ -569,6 +916,9 @@ void ResetState()
    g_state = ST_OFFLINE;
    g_fatal = false;
    g_amnesia = true;
+   g_warm = 0;
+   g_warmTries = 0;
+   g_capFrom = 0;
    g_head = 0;
    g_bufStart = 1;
    g_nextSeq = 1;
@@ -607,16 +957,21 @@ int OnInit()
       return INIT_PARAMETERS_INCORRECT;
      }
    if(InpPort < 1 || InpPort > 65535 || InpTimerMs < 1 || InpMaxBufferTicks < 1 || InpMaxTicksPerFrame < 1 ||
+      InpMaxFrameBytes < TICKS_HEADER_BYTES + g_structSize ||
       InpHeartbeatMs < 0 || InpBackoffMinMs < 1 || InpBackoffMaxMs < InpBackoffMinMs)
      {
-      Log("invalid input: port 1-65535, timer/buffer/frame/backoff >= 1, InpBackoffMaxMs >= InpBackoffMinMs, InpHeartbeatMs >= 0");
+      Log("invalid input: port 1-65535, timer/buffer/frame/backoff >= 1, InpMaxFrameBytes >= " + (string)(TICKS_HEADER_BYTES + g_structSize) +
+          ", InpBackoffMaxMs >= InpBackoffMinMs, InpHeartbeatMs >= 0");
       return INIT_PARAMETERS_INCORRECT;
      }
    if(!LoadSymbols())
       return INIT_PARAMETERS_INCORRECT;
    CrcInit();
    if(!SelfTest())
+     {
+      Alert("TickStream: start-up self-test failed at vector " + g_vector + " (see the Experts log)");
       return INIT_FAILED;
+     }
    g_cap = InpMaxBufferTicks;
    if(ArrayResize(g_ring, g_cap) != g_cap || ArrayResize(g_ringSym, g_cap) != g_cap)
      {
@@ -625,6 +980,10 @@ int OnInit()
      }
    if(StringLen(InpSecret) == 0)
       Log("InpSecret is empty: only a bridge without sourceSecrets accepts this EA");
+   // Selecting a symbol into Market Watch starts its quotes and history download now; the
+   // blocking sync reads wait for the timer (WarmUp), and a failure here is retried there.
+   for(int k = 0; k < g_nsym; k++)
+      SymbolSelect(g_sym[k], true);
    MathSrand((uint)GetTickCount());
    if(!EventSetMillisecondTimer(InpTimerMs))
      {
@@ -641,11 +1000,11 @@ void OnDeinit(const int reason)
    EventKillTimer();
    if(g_sock != INVALID_HANDLE)
      {
-      // Orderly close; whatever is un-ACKed is re-read from history by the next run (protocol.md 4, 5.7).
+      // Orderly close when the socket has room; whatever is un-ACKed is re-read from history by
+      // the next run (protocol.md 4, 5.7). A dead peer must not hold the terminal here.
       g_w.Begin(MSG_BYE);
       g_w.Str("EA stopped (deinit reason " + (string)reason + ")");
-      g_w.Finish();
-      SendAll(g_w.b, g_w.n);
+      SendCourtesy();
       SocketClose(g_sock);
       g_sock = INVALID_HANDLE;
      }
@@ -655,14 +1014,21 @@ void OnDeinit(const int reason)
   }
 
 //+------------------------------------------------------------------+
-//| Timer: connect, read, capture, send, heartbeat                   |
+//| Timer: warm up, read, cursors, capture, send, heartbeat, connect |
 //+------------------------------------------------------------------+
+// Nothing that can block for long runs while a handshake is pending: capture only while
+// streaming or offline, new cursors after SYMBOLS within a time budget, and the connect attempt
+// last, so the events that follow only read until HELLO_ACK (issue 19; timers in docs/ea.md).
 void OnTimer()
   {
    if(g_fatal)
       return;
-   if(g_sock == INVALID_HANDLE && GetTickCount64() >= g_nextConnectAt)
-      Connect();
+   if(g_warm < g_nsym)
+     {
+      WarmUp();
+      ShowStatus();
+      return;
+     }
    if(g_sock != INVALID_HANDLE)
      {
       if(!Receive())
@@ -670,11 +1036,75 @@ void OnTimer()
       else
          CheckTimeouts();
      }
-   Capture();
+   if(g_state == ST_READY)
+      PrepareCursors();
+   if(g_state == ST_READY || g_state == ST_OFFLINE)
+      Capture();
    Pump();
    if(g_state == ST_READY && GetTickCount64() - g_lastSentAt >= (ulong)g_hbIntervalMs)
       SendHeartbeat();
+   if(g_sock == INVALID_HANDLE && !g_fatal && GetTickCount64() >= g_nextConnectAt)
+      Connect();
    ShowStatus();
+  }
+
+// Before the first connection, one symbol per timer event: select it and read its newest tick.
+// In an EA, CopyTicks waits (up to 45 s, MQL5 reference) while the terminal syncs the symbol's
+// tick history; with no session open yet, nothing on the bridge times out meanwhile.
+void WarmUp()
+  {
+   int k = g_warm;
+   string sym = g_sym[k];
+   ulong now = GetTickCount64();
+   if(!SymbolSelect(sym, true))
+     {
+      if(now - g_warnAt[k] > WARN_EVERY_MS)
+        {
+         g_warnAt[k] = now;
+         Log("symbol " + sym + " cannot be selected (SymbolSelect error " + (string)GetLastError() +
+             "): is the terminal connected to its broker, and does the broker offer it? Retrying; check InpSymbols");
+        }
+      return;
+     }
+   g_digits[k] = (uchar)SymbolInfoInteger(sym, SYMBOL_DIGITS);
+   ResetLastError();
+   int got = CopyTicks(sym, g_ticks, COPY_TICKS_ALL, 0, 1);
+   int err = GetLastError();
+   if(got < 0 || err == ERR_HISTORY_TIMEOUT)
+     {
+      if(++g_warmTries < WARMUP_TRIES)
+        {
+         Log(sym + ": tick history not synchronised yet (CopyTicks " + (string)got + ", error " + (string)err + "): retrying");
+         return;
+        }
+      // Capture retries such a symbol on every poll; the other symbols need not wait for it.
+      Log(sym + ": tick history still not synchronised after " + (string)WARMUP_TRIES + " reads: connecting anyway");
+     }
+   g_warmTries = 0;
+   g_warm++;
+   if(g_warm == g_nsym)
+      Log("tick history of " + (string)g_nsym + " symbol(s) read: connecting");
+  }
+
+// Live starts for symbols the bridge has no cursor of, after SYMBOLS went out, within a time
+// budget per timer event (the session is open and heartbeats between events).
+void PrepareCursors()
+  {
+   ulong start = GetTickCount64();
+   for(int k = 0; k < g_nsym; k++)
+     {
+      if(!g_needLive[k])
+         continue;
+      if(GetTickCount64() - start > CAPTURE_BUDGET_MS)
+         return;
+      if(!LiveCursor(k))
+         continue;
+      g_needLive[k] = false;
+      g_originMsc[k] = g_curMsc[k];
+      g_originCount[k] = g_curCount[k];
+      g_hasOrigin[k] = true;
+      Log(g_sym[k] + ": no cursor on the bridge, starting live at " + MscToString(g_curMsc[k]));
+     }
   }
 
 //+------------------------------------------------------------------+
@@ -685,11 +1115,21 @@ void Capture()
    // An EA without memory does not capture before HELLO_ACK says where it stands.
    if(g_amnesia || g_fatal)
       return;
-   for(int k = 0; k < g_nsym; k++)
+   ulong start = GetTickCount64();
+   for(int i = 0; i < g_nsym; i++)
      {
+      int k = (g_capFrom + i) % g_nsym;
       long room = g_cap - (g_nextSeq - g_bufStart);
       if(room <= 0)
          break;   // full: capture pauses, cursors hold, nothing is evicted
+      if(g_needLive[k])
+         continue;
+      if(i > 0 && GetTickCount64() - start > CAPTURE_BUDGET_MS)
+        {
+         // A slow CopyTicksRange (history download) used the budget: the rest go first next time.
+         g_capFrom = k;
+         return;
+        }
       CaptureSymbol(k, room);
      }
   }
@@ -763,20 +1203,35 @@ void CaptureSymbol(const int k, const long room)
   }
 
 // A symbol the journal has no cursor for starts live (protocol.md 5.7): after the newest tick.
-void LiveCursor(const int k)
+// False when its history cannot be read yet (tried again on the next timer event).
+bool LiveCursor(const int k)
   {
    MqlTick last;
    if(SymbolInfoTick(g_sym[k], last) && last.time_msc > 0)
      {
+      ResetLastError();
       int n = CopyTicksRange(g_sym[k], g_ticks, COPY_TICKS_ALL, (ulong)last.time_msc, (ulong)last.time_msc);
+      int err = GetLastError();
+      if(n < 0 || err == ERR_HISTORY_TIMEOUT)
+        {
+         // Counting 0 ticks of that ms would take the ones before "live" too; waiting costs nothing.
+         ulong now = GetTickCount64();
+         if(now - g_warnAt[k] > WARN_EVERY_MS)
+           {
+            g_warnAt[k] = now;
+            Log(g_sym[k] + ": cannot read its newest millisecond yet (error " + (string)err + "): retrying");
+           }
+         return false;
+        }
       g_curMsc[k] = last.time_msc;
-      g_curCount[k] = n > 0 ? n : 0;
+      g_curCount[k] = n;
      }
    else
      {
       g_curMsc[k] = ServerMs();
       g_curCount[k] = 0;
      }
+   return true;
   }
 
 // Frees buffered ticks up to and including seq (capture.ts ack).
@@ -850,9 +1305,10 @@ void CloseSocket()
 void ScheduleReconnect()
   {
    double jitter = 0.5 + MathRand() / 32767.0;
-   int delay = (int)(g_backoffMs * jitter);
-   g_nextConnectAt = GetTickCount64() + (ulong)delay;
-   g_backoffMs = MinI(g_backoffMs * 2, InpBackoffMaxMs);
+   ulong delay = (ulong)(g_backoffMs * jitter);   // up to 1.5 x an int: kept in a ulong
+   g_nextConnectAt = GetTickCount64() + delay;
+   // Doubling past 2^30 would overflow an int: stop at the cap first.
+   g_backoffMs = g_backoffMs >= InpBackoffMaxMs / 2 ? InpBackoffMaxMs : g_backoffMs * 2;
    Log("next connection attempt in " + (string)delay + " ms");
   }
 
@@ -878,14 +1334,10 @@ void Fatal(const string why)
 // We saw a framing or state error in what the bridge sent: tell it, then reconnect.
 void ProtocolFail(const uint code, const string why)
   {
-   if(g_sock != INVALID_HANDLE)
-     {
-      g_w.Begin(MSG_ERROR);
-      g_w.U16(code);
-      g_w.Str(StringSubstr(why, 0, MAX_TEXT_CHARS));
-      g_w.Finish();
-      SendAll(g_w.b, g_w.n);
-     }
+   g_w.Begin(MSG_ERROR);
+   g_w.U16(code);
+   g_w.Str(StringSubstr(why, 0, MAX_TEXT_CHARS));
+   SendCourtesy();
    if(code == TS_ERR_FRAME_VERSION)
       Fatal(why);
    else
@@ -929,6 +1381,17 @@ bool SendAll(const uchar &buf[], const int len)
    return true;
   }
 
+// A last frame (BYE, ERROR) to a peer that may be gone or not reading: sent only if the socket
+// has room, with short timeouts, so it cannot hold OnDeinit or OnTimer the 10 s SendAll may wait.
+void SendCourtesy()
+  {
+   g_w.Finish();
+   if(g_sock == INVALID_HANDLE || !SocketIsConnected(g_sock) || !SocketIsWritable(g_sock))
+      return;
+   SocketTimeouts(g_sock, COURTESY_TIMEOUT_MS, COURTESY_TIMEOUT_MS);
+   SendAll(g_w.b, g_w.n);
+  }
+
 bool SendFrame()
   {
    g_w.Finish();
@@ -942,12 +1405,16 @@ bool SendFrame()
   }
 
 // TICKS from g_nextSend: one symbol per frame, within credit, frame and time limits (client.ts pump).
+// At most IN_FLIGHT_FRAMES capped frames' worth of ticks are sent and not yet ACKed: that much
+// always fits the two socket buffers between us and a bridge that stopped reading, so SocketSend
+// never blocks into its timeout and backpressure never becomes a reconnect (issue 19).
 void Pump()
   {
    if(g_state != ST_READY)
       return;
+   long limit = MinL(g_credit, g_ackedSeq + 1 + (long)IN_FLIGHT_FRAMES * g_maxTicksFrame);
    ulong start = GetTickCount64();
-   while(g_sock != INVALID_HANDLE && g_nextSend < g_nextSeq && g_nextSend < g_credit)
+   while(g_sock != INVALID_HANDLE && g_nextSend < g_nextSeq && g_nextSend < limit)
      {
       if(GetTickCount64() - start > PUMP_BUDGET_MS)
          break;
@@ -955,25 +1422,17 @@ void Pump()
          break;   // never block in SocketSend: try again next timer event
       long first = g_nextSend;
       ushort sym = g_ringSym[Slot(first)];
-      long maxN = MinL(MinL((long)g_maxTicksFrame, g_credit - first), g_nextSeq - first);
+      long maxN = MinL(MinL((long)g_maxTicksFrame, limit - first), g_nextSeq - first);
       long n = 1;
       while(n < maxN && g_ringSym[Slot(first + n)] == sym)
          n++;
-      // TICKS: u16 symbol_id, u64 first_seq, u32 count, count x MqlTick (protocol.md 3)
-      g_w.Begin(MSG_TICKS);
-      g_w.U16((uint)sym + 1);
-      g_w.U64((ulong)first);
-      g_w.U32((uint)n);
-      g_w.Need((int)n * g_structSize);
+      BeginTicks((uint)sym + 1, first, n);
       for(long s = first; s < first + n; s++)
-        {
-         if(!StructToCharArray(g_ring[Slot(s)], g_w.b, (uint)g_w.n))
+         if(!PutTick(g_ring[Slot(s)]))
            {
             Drop("StructToCharArray failed, error " + (string)GetLastError());
             return;
            }
-         g_w.n += g_structSize;
-        }
       if(!SendFrame())
          return;
       g_nextSend = first + n;
@@ -984,11 +1443,7 @@ void Pump()
 void SendHeartbeat()
   {
    // HEARTBEAT: i64 server_time_ms, i64 gmt_time_ms, read together
-   long srv = ServerMs();
-   long gmt = GmtMs();
-   g_w.Begin(MSG_HEARTBEAT);
-   g_w.I64(srv);
-   g_w.I64(gmt);
+   WriteHeartbeat(ServerMs(), GmtMs());
    if(SendFrame() && g_hbWaitSince == 0)
       g_hbWaitSince = GetTickCount64();
   }
@@ -1000,7 +1455,7 @@ void SendHeartbeat()
 bool Receive()
   {
    uchar chunk[];
-   for(int round = 0; round < 16 && g_sock != INVALID_HANDLE; round++)
+   for(int pass = 0; pass < 16 && g_sock != INVALID_HANDLE; pass++)
      {
       ArrayResize(chunk, 0);
       int got;
@@ -1132,7 +1587,8 @@ void OnFrame(const uchar type)
          break;
       case MSG_BYE:
         {
-         string reason = g_rd.Str();
+         string reason = "";
+         ReadBye(reason);
          Drop("the bridge said BYE: " + reason);
          break;
         }
@@ -1141,14 +1597,12 @@ void OnFrame(const uchar type)
      }
   }
 
-// CHALLENGE: nonce[32], u8 min_version, u8 max_version -> HELLO
+// CHALLENGE -> HELLO
 void OnChallenge()
   {
    uchar nonce[];
-   g_rd.Bytes(nonce, NONCE_BYTES);
-   uint minV = g_rd.U8();
-   uint maxV = g_rd.U8();
-   if(!g_rd.End() || minV < 1 || minV > maxV)
+   uint minV = 0, maxV = 0;
+   if(!ReadChallenge(nonce, minV, maxV))
      {
       ProtocolFail(TS_ERR_FRAME_PAYLOAD, "malformed CHALLENGE");
       return;
@@ -1157,8 +1611,7 @@ void OnChallenge()
      {
       g_w.Begin(MSG_BYE);
       g_w.Str("unsupported protocol version");
-      g_w.Finish();
-      SendAll(g_w.b, g_w.n);
+      SendCourtesy();
       Fatal(StringFormat("the bridge accepts protocol versions %u-%u, this EA speaks %d: update the EA or the bridge", minV, maxV, PROTO_VERSION));
       return;
      }
@@ -1168,135 +1621,111 @@ void OnChallenge()
       Fatal("cannot compute the HELLO proof: CryptEncode error " + (string)GetLastError());
       return;
      }
-   // HELLO: str source, u16 struct_size, u32 terminal_build, i64 server_time_ms, i64 gmt_time_ms,
-   //        u16 n, str symbol x n, proof[32]
-   long srv = ServerMs();
-   long gmt = GmtMs();
-   g_w.Begin(MSG_HELLO);
-   g_w.Str(g_source);
-   g_w.U16((uint)g_structSize);
-   g_w.U32((uint)TerminalInfoInteger(TERMINAL_BUILD));
-   g_w.I64(srv);
-   g_w.I64(gmt);
-   g_w.U16((uint)g_nsym);
-   for(int k = 0; k < g_nsym; k++)
-      g_w.Str(g_sym[k]);
-   g_w.Bytes(proof, 0, PROOF_BYTES);
+   WriteHello(g_source, g_structSize, (uint)TerminalInfoInteger(TERMINAL_BUILD), ServerMs(), GmtMs(), g_sym, g_nsym, proof);
    if(!SendFrame())
       return;
    g_state = ST_HELLO_ACK;
    g_stateSince = GetTickCount64();
   }
 
-// HELLO_ACK: u64 next_seq, u64 credit_limit, u32 heartbeat_interval_ms, u32 heartbeat_timeout_ms,
-//            u32 max_frame_bytes, u32 max_ticks_per_frame, u16 max_symbols,
-//            u16 n, { str symbol, i64 last_msc, u32 count_at_msc } x n
+// HELLO_ACK: adopt or continue, size frames, send SYMBOLS. Nothing here reads history: cursors
+// of symbols the bridge has none of are set by PrepareCursors once the session streams.
 void OnHelloAck()
   {
-   long nextSeq = g_rd.U64();
-   long credit = g_rd.U64();
-   uint hbInterval = g_rd.U32();
-   uint hbTimeout = g_rd.U32();
-   uint maxFrame = g_rd.U32();
-   uint maxTicks = g_rd.U32();
-   uint maxSymbols = g_rd.U16();
-   int n = (int)g_rd.U16();
-   string names[];
-   long mscs[];
-   uint counts[];
-   ArrayResize(names, n);
-   ArrayResize(mscs, n);
-   ArrayResize(counts, n);
-   for(int i = 0; i < n && g_rd.ok; i++)
-     {
-      names[i] = g_rd.Str();
-      mscs[i] = g_rd.I64();
-      counts[i] = g_rd.U32();
-     }
-   if(!g_rd.End() || nextSeq < 1 || maxFrame <= TICKS_HEADER_BYTES)
+   HelloAck a;
+   if(!ReadHelloAck(a))
      {
       ProtocolFail(TS_ERR_FRAME_PAYLOAD, "malformed HELLO_ACK");
       return;
      }
+   if((uint)g_nsym > a.maxSymbols)
+     {
+      Fatal(StringFormat("InpSymbols lists %d symbols and the bridge accepts %u per session (max_symbols): list fewer, or raise the bridge's limit",
+                         g_nsym, a.maxSymbols));
+      return;
+     }
    bool adopt = g_amnesia;
-   if(!adopt && (nextSeq < g_bufStart || nextSeq > g_nextSeq))
+   if(!adopt && (a.nextSeq < g_bufStart || a.nextSeq > g_nextSeq))
      {
       // The journal lost ticks it had ACKed, or holds seqs this EA never sent (another terminal
       // with the same InpSource?). Either way our numbering no longer matches: resume from the
       // bridge's state as after a restart; history fills in whatever the journal lacks.
       Log(StringFormat("the bridge expects seq %s but this EA holds %s..%s: resuming from the bridge's cursors (is InpSource unique?)",
-                       (string)nextSeq, (string)g_bufStart, (string)(g_nextSeq - 1)));
+                       (string)a.nextSeq, (string)g_bufStart, (string)(g_nextSeq - 1)));
       adopt = true;
      }
    if(adopt)
      {
-      // EA restart (protocol.md 5.7): new ticks are numbered from next_seq, history re-read
-      // from each cursor; a symbol without a cursor starts live.
-      g_nextSeq = nextSeq;
-      g_bufStart = nextSeq;
+      // New ticks are numbered from next_seq, history re-read from each cursor (protocol.md 5.7).
+      // Without a bridge cursor: back to where this run started the symbol (its origin), never
+      // "live" again, which would skip what was captured but not committed (capture.ts resume).
+      g_nextSeq = a.nextSeq;
+      g_bufStart = a.nextSeq;
       g_head = 0;
       for(int k = 0; k < g_nsym; k++)
         {
          g_span[k] = 0;
          int at = -1;
-         for(int i = 0; i < n; i++)
-            if(names[i] == g_sym[k])
+         for(int i = 0; i < a.n; i++)
+            if(a.names[i] == g_sym[k])
               {
                at = i;
                break;
               }
          if(at >= 0)
            {
-            g_curMsc[k] = mscs[at];
-            g_curCount[k] = (int)counts[at];
-            Log(g_sym[k] + ": resuming after " + MscToString(mscs[at]) + " (" + (string)counts[at] + " tick(s) of that ms already taken)");
+            g_curMsc[k] = a.mscs[at];
+            g_curCount[k] = (int)a.counts[at];
+            g_needLive[k] = false;
+            if(!g_hasOrigin[k])
+              {
+               g_originMsc[k] = a.mscs[at];
+               g_originCount[k] = (int)a.counts[at];
+               g_hasOrigin[k] = true;
+              }
+            Log(g_sym[k] + ": resuming after " + MscToString(a.mscs[at]) + " (" + (string)a.counts[at] + " tick(s) of that ms already taken)");
            }
          else
-           {
-            LiveCursor(k);
-            Log(g_sym[k] + ": no cursor on the bridge, starting live at " + MscToString(g_curMsc[k]));
-           }
+            if(g_hasOrigin[k])
+              {
+               g_curMsc[k] = g_originMsc[k];
+               g_curCount[k] = g_originCount[k];
+               g_needLive[k] = false;
+               Log(g_sym[k] + ": no cursor on the bridge, re-reading from where this run started it, " + MscToString(g_originMsc[k]));
+              }
+            else
+               g_needLive[k] = true;   // PrepareCursors, after SYMBOLS
         }
       g_amnesia = false;
      }
    else
-      AckUpTo(nextSeq - 1);   // below next_seq the bridge has it all (protocol.md 5.6)
-   g_nextSend = nextSeq;       // everything buffered from next_seq on goes again
-   g_ackedSeq = nextSeq - 1;
-   g_credit = credit;
-   g_maxFrameBytes = ToInt(maxFrame);
-   // a frame holds at most min(ours, the bridge's) ticks, and must fit max_frame_bytes
-   g_maxTicksFrame = MaxI(1, MinI(MinI(InpMaxTicksPerFrame, ToInt(maxTicks)),
-                                  (g_maxFrameBytes - TICKS_HEADER_BYTES) / g_structSize));
-   int bridgeHb = MaxI(100, ToInt(hbInterval));
+      AckUpTo(a.nextSeq - 1);   // below next_seq the bridge has it all (protocol.md 5.6)
+   g_nextSend = a.nextSeq;       // everything buffered from next_seq on goes again
+   g_ackedSeq = a.nextSeq - 1;
+   g_credit = a.credit;
+   g_maxFrameBytes = ToInt(a.maxFrame);
+   // a frame holds at most min(ours, the bridge's) ticks and fits min(InpMaxFrameBytes, max_frame_bytes)
+   int frameBytes = MinI(InpMaxFrameBytes, g_maxFrameBytes);
+   g_maxTicksFrame = MaxI(1, MinI(MinI(InpMaxTicksPerFrame, ToInt(a.maxTicks)),
+                                  (frameBytes - TICKS_HEADER_BYTES) / g_structSize));
+   int bridgeHb = MaxI(100, ToInt(a.hbInterval));
    g_hbIntervalMs = InpHeartbeatMs > 0 ? MinI(InpHeartbeatMs, bridgeHb) : bridgeHb;
-   g_hbTimeoutMs = MaxI(1000, ToInt(hbTimeout));
+   g_hbTimeoutMs = MaxI(1000, ToInt(a.hbTimeout));
    g_backoffMs = InpBackoffMinMs;
-   if((uint)g_nsym > maxSymbols)
-      Log("warning: " + (string)g_nsym + " symbols, the bridge allows " + (string)maxSymbols);
-   // SYMBOLS: u16 n, { u16 id, u8 digits, str name } x n; ids are per connection (k + 1)
-   g_w.Begin(MSG_SYMBOLS);
-   g_w.U16((uint)g_nsym);
-   for(int k = 0; k < g_nsym; k++)
-     {
-      g_w.U16((uint)k + 1);
-      g_w.U8(g_digits[k]);
-      g_w.Str(g_sym[k]);
-     }
+   WriteSymbols(g_sym, g_digits, g_nsym);
    if(!SendFrame())
       return;
    g_state = ST_READY;
    g_hbWaitSince = 0;
-   Log(StringFormat("session open: next_seq %s, credit to %s, %s tick(s) to (re)send, heartbeat %d ms",
-                    (string)nextSeq, (string)credit, (string)(g_nextSeq - g_nextSend), g_hbIntervalMs));
+   Log(StringFormat("session open: next_seq %s, credit to %s, %s tick(s) to (re)send, heartbeat %d ms, %d ticks per frame",
+                    (string)a.nextSeq, (string)a.credit, (string)(g_nextSeq - g_nextSend), g_hbIntervalMs, g_maxTicksFrame));
   }
 
-// ACK: u64 acked_seq, u64 credit_limit. Credit never decreases within a connection.
+// ACK: credit never decreases within a connection.
 void OnAck()
   {
-   long acked = g_rd.U64();
-   long credit = g_rd.U64();
-   if(!g_rd.End())
+   long acked = 0, credit = 0;
+   if(!ReadAck(acked, credit))
      {
       ProtocolFail(TS_ERR_FRAME_PAYLOAD, "malformed ACK");
       return;
@@ -1310,11 +1739,11 @@ void OnAck()
       g_credit = credit;   // before HELLO_ACK, that frame sets the credit
   }
 
-// RESEND: u64 from_seq. Send again, in order, every tick held from from_seq on.
+// RESEND: send again, in order, every tick held from from_seq on.
 void OnResend()
   {
-   long from = g_rd.U64();
-   if(!g_rd.End())
+   long from = 0;
+   if(!ReadResend(from))
      {
       ProtocolFail(TS_ERR_FRAME_PAYLOAD, "malformed RESEND");
       return;
@@ -1330,23 +1759,28 @@ void OnResend()
    Log("RESEND from seq " + (string)from);
   }
 
-// ERROR: u16 code, str message. The bridge closes after it.
+// ERROR: the bridge closes after it.
 void OnError()
   {
-   uint code = g_rd.U16();
-   string msg = g_rd.Str();
-   if(!g_rd.End())
+   uint code = 0;
+   string text = "";
+   if(!ReadError(code, text))
      {
       Drop("malformed ERROR frame from the bridge");
       return;
      }
    // an unknown number is treated as ERR_INTERNAL (protocol.md 7)
    string name = code <= 30 ? g_errNames[code] : "ERR_INTERNAL (code " + (string)code + ")";
-   Log("bridge ERROR " + name + ": " + msg);
+   Log("bridge ERROR " + name + ": " + text);
    if(code == TS_ERR_AUTH || code == TS_ERR_STRUCT_SIZE || code == TS_ERR_FRAME_VERSION)
-      Fatal(name + ": " + msg + " - fix InpSource/InpSecret or update, then re-attach the EA");
+      Fatal(name + ": " + text + " - fix InpSource/InpSecret or update, then re-attach the EA");
    else
-      Drop("bridge sent " + name);
+      if(code == TS_ERR_LIMIT)
+         // More symbols than max_symbols (the EA itself keeps to the frame limits): every
+         // reconnect would be refused the same way.
+         Fatal(name + ": " + text + " - list fewer InpSymbols or raise the bridge's limit, then re-attach the EA");
+      else
+         Drop("bridge sent " + name);
   }
 
 //+------------------------------------------------------------------+
@@ -1359,8 +1793,9 @@ void ShowStatus()
       return;
    g_statusAt = now;
    long held = g_nextSeq - g_bufStart;
+   string state = g_warm < g_nsym ? StringFormat("reading tick history %d/%d", g_warm, g_nsym) : g_stateNames[g_state];
    Comment(StringFormat("TickStream %s -> %s:%u  [%s, connection attempts %d]\nsymbols %d, captured %s, sent %s, ACKed to seq %s\nun-ACKed %s / %d%s, next seq %s, credit to %s",
-                        g_source, InpHost, InpPort, g_stateNames[g_state], g_connects,
+                        g_source, InpHost, InpPort, state, g_connects,
                         g_nsym, (string)g_captured, (string)g_sentTicks, (string)g_ackedSeq,
                         (string)held, g_cap, held >= g_cap ? " (FULL: capture paused)" : "",
                         (string)g_nextSeq, (string)g_credit));

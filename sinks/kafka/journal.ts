@@ -211,11 +211,11 @@ export class KafkaJournal {
         );
       },
     );
-    this.#setReady(true);
     this.#o.logger.info(
       { transactionalId: this.#o.transactionalId, brokers: this.#o.brokers },
-      'journal ready',
+      'journal transactions initialised',
     );
+    this.#setReady(true);
   }
 
   append(entry: JournalEntry): Promise<void> {

@@ -1,8 +1,8 @@
 /**
  * Reads a journal topic from a start point to its end as of the moment the read began,
  * `read_committed` (aborted transactions are skipped), without a consumer group: every
- * partition is assigned directly. Used to load the sources' resume state, by `tickstream verify`
- * and by `tickstream replay`.
+ * partition is assigned directly. Used to load the sources' resume state and by
+ * `tickstream verify`.
  */
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';

@@ -15,11 +15,25 @@
  * only the newest tick per source:symbol for it and sends those (marked "conflated", with the
  * count skipped) when it drains; `disconnect` closes it with 1008 and a reason. Memory per
  * client stays bounded either way.
+ *
+ * Hostile clients: every inbound message is parsed and then checked against a zod schema (never
+ * read by property access: `null` is valid JSON); a message that fails gets an `error` reply with
+ * a code and is counted. A client holds `maxChannelsPerClient` channels at most; replies name the
+ * channels of the message, not the client's whole list. Snapshot work per subscribe is a lookup
+ * per channel (an index by symbol), and the snapshots go out `snapshotsPerTurn` per event-loop
+ * turn, pausing while the client is over its backpressure limit, so a subscribe to `*` over tens
+ * of thousands of pairs never blocks the loop. An exception in one client's handler is caught at
+ * the uWS callback (where it would otherwise end the process), logged, counted, and closes that
+ * client with 1011 and a reason; the other clients and the pipeline go on (docs/operations.md).
+ *
+ * HTTP: GET and HEAD on known routes (HEAD without a body), 405 with `Allow` for other methods,
+ * 404 for unknown paths.
  */
 import { readFileSync } from 'node:fs';
 import uws from '@trufflesuite/uws-js-unofficial';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { z } from 'zod';
 import type { Bar } from '../../codecs/bar.js';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import { TickRecordEncoder } from '../../codecs/flat-record.js';
@@ -33,8 +47,14 @@ export interface WsServerOptions {
   maxBackpressureBytes: number;
   slowConsumerPolicy: 'conflate' | 'disconnect';
   maxClients: number;
+  /** Channels one client may hold; a subscribe past it is refused whole. */
+  maxChannelsPerClient: number;
+  /** Snapshot messages sent per event-loop turn to one subscribing client. */
+  snapshotsPerTurn: number;
   registry: Registry;
   logger: Logger;
+  /** Fault injection (tests): throws at `ws-message` to prove a handler's exception stays its client's. */
+  failPoint?: (name: string) => void;
 }
 
 export interface HttpRequest {
@@ -53,6 +73,11 @@ interface Client {
   channels: Set<string>;
   /** Newest tick message per source:symbol held back while the client is slow. */
   conflated: Map<string, { json: string; skipped: number }>;
+  /** Set in uWS's close: a closed socket must not be touched again (uWS throws). */
+  closed: boolean;
+  /** Pairs (`latestKey`) whose snapshot is still to send, a few per event-loop turn. */
+  snapshots: Set<string>;
+  snapshotScheduled: boolean;
 }
 
 type Socket = uws.WebSocket<Client>;
@@ -61,17 +86,39 @@ const STATUS: Record<number, string> = {
   200: '200 OK',
   401: '401 Unauthorized',
   404: '404 Not Found',
+  405: '405 Method Not Allowed',
   503: '503 Service Unavailable',
   500: '500 Internal Server Error',
 };
+
+/** Longest channel name, in UTF-16 units: longer ones are refused. */
+const MAX_CHANNEL_LENGTH = 199;
+const channel = z.string().min(1).max(MAX_CHANNEL_LENGTH);
+/** The only client messages there are (docs/websocket.md). */
+const clientMessage = z.object({
+  op: z.enum(['subscribe', 'unsubscribe']),
+  channels: z.array(channel),
+});
+const USAGE = 'send {"op":"subscribe","channels":["EURUSD"]} or {"op":"unsubscribe","channels":["EURUSD"]}';
+
+/** Routes answer these; HEAD is GET without the body. */
+const ALLOW = 'GET, HEAD';
+
+/** A pair's key in the snapshot index; NUL cannot occur in a source or symbol name. */
+const latestKey = (source: string, symbol: string) => `${source}\u0000${symbol}`;
 
 export class WsServer {
   readonly #o: WsServerOptions;
   readonly #app: uws.TemplatedApp;
   readonly #routes = new Map<string, HttpHandler>();
   readonly #clients = new Set<Socket>();
-  /** Latest tick message per source:symbol, for snapshots on subscribe. */
-  readonly #latest = new Map<string, { source: string; symbol: string; json: string }>();
+  /** Latest tick message per pair (`latestKey`), for snapshots on subscribe. */
+  readonly #latest = new Map<string, string>();
+  /** symbol → sources that have a snapshot of it: a subscribe looks up, never scans. */
+  readonly #sourcesOf = new Map<string, Set<string>>();
+  #lastBarDropLogAt = 0;
+  #lastFullLogAt = 0;
+  #lastRefusalLogAt = 0;
   readonly #encoder = new TickRecordEncoder();
   #listen: uws.us_listen_socket | null = null;
   readonly #m;
@@ -113,6 +160,43 @@ export class WsServer {
         help: 'Websocket upgrades refused for a missing or wrong token',
         registers,
       }),
+      fullRefusals: new Counter({
+        name: 'tickstream_ws_full_refusals_total',
+        help: 'Websocket upgrades refused with 503 because wsMaxClients clients are connected',
+        registers,
+      }),
+      refusedMessages: new Counter({
+        name: 'tickstream_ws_refused_messages_total',
+        help: 'Client messages refused with an error reply, by reason (not_json, shape, channel_limit)',
+        labelNames: ['reason'],
+        registers,
+      }),
+      handlerErrors: new Counter({
+        name: 'tickstream_ws_handler_errors_total',
+        help: 'Unexpected exceptions in a websocket or HTTP handler (the client is closed, serve goes on)',
+        labelNames: ['handler'],
+        registers,
+      }),
+      channels: new Gauge({
+        name: 'tickstream_ws_subscribed_channels',
+        help: 'Channels held by all websocket clients together',
+        registers,
+      }),
+      channelsLimit: new Gauge({
+        name: 'tickstream_ws_max_channels_per_client',
+        help: 'Configured wsMaxChannelsPerClient',
+        registers,
+      }),
+      snapshotsPending: new Gauge({
+        name: 'tickstream_ws_snapshots_pending',
+        help: 'Snapshot messages queued for subscribing clients, sent a few per event-loop turn',
+        registers,
+      }),
+      droppedBars: new Counter({
+        name: 'tickstream_ws_dropped_bars_total',
+        help: 'Bar messages not sent to a client because it was over its backpressure limit',
+        registers,
+      }),
       latency: new Histogram({
         name: 'tickstream_receipt_to_ws_publish_seconds',
         help: 'Bridge receipt of a tick to its websocket send',
@@ -120,6 +204,7 @@ export class WsServer {
         registers,
       }),
     };
+    this.#m.channelsLimit.set(options.maxChannelsPerClient);
     this.#app.ws<Client>('/ws', {
       maxBackpressure: options.maxBackpressureBytes * 4,
       closeOnBackpressureLimit: 0,
@@ -143,6 +228,8 @@ export class WsServer {
           return;
         }
         if (this.#clients.size >= options.maxClients) {
+          this.#m.fullRefusals.inc();
+          this.#logFull();
           res.cork(() =>
             res
               .writeStatus(STATUS[503] as string)
@@ -151,48 +238,108 @@ export class WsServer {
           return;
         }
         res.upgrade<Client>(
-          { binary: query.get('format') === 'flatbuffers', channels: new Set(), conflated: new Map() },
+          {
+            binary: query.get('format') === 'flatbuffers',
+            channels: new Set(),
+            conflated: new Map(),
+            closed: false,
+            snapshots: new Set(),
+            snapshotScheduled: false,
+          },
           key,
           protocol,
           extensions,
           context,
         );
       },
-      open: (ws) => {
-        this.#clients.add(ws);
-        this.#m.clients.set(this.#clients.size);
-      },
-      message: (ws, data) => this.#onMessage(ws, Buffer.from(data).toString('utf8')),
-      drain: (ws) => this.#drain(ws),
-      close: (ws) => {
-        this.#clients.delete(ws);
-        this.#m.clients.set(this.#clients.size);
-      },
+      // uWS calls these from C++: an exception thrown here would reach the process's
+      // uncaughtException and stop serve. Each is fenced to its own client.
+      open: (ws) =>
+        this.#guard('open', ws, () => {
+          this.#clients.add(ws);
+          this.#m.clients.set(this.#clients.size);
+        }),
+      message: (ws, data) =>
+        this.#guard('message', ws, () => this.#onMessage(ws, Buffer.from(data).toString('utf8'))),
+      drain: (ws) => this.#guard('drain', ws, () => this.#drain(ws)),
+      close: (ws) =>
+        this.#guard('close', null, () => {
+          const c = ws.getUserData();
+          c.closed = true;
+          this.#m.snapshotsPending.dec(c.snapshots.size);
+          this.#m.channels.dec(c.channels.size);
+          c.snapshots.clear();
+          this.#clients.delete(ws);
+          this.#m.clients.set(this.#clients.size);
+        }),
     });
     this.#app.any('/*', (res, req) => {
-      const path = req.getUrl();
-      const query = req.getQuery() ?? '';
-      const handler = this.#routes.get(path);
       let aborted = false;
       res.onAborted(() => {
         aborted = true;
       });
-      const reply = (r: HttpResponse) => {
+      const head = req.getMethod() === 'head';
+      const reply = (r: HttpResponse, headers: Record<string, string> = {}) => {
         if (aborted) return;
-        res.cork(() =>
+        res.cork(() => {
           res
             .writeStatus(STATUS[r.status] ?? `${r.status} Status`)
-            .writeHeader('content-type', r.contentType)
-            .end(r.body),
-        );
+            .writeHeader('content-type', r.contentType);
+          for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+          // HEAD: the length GET would send, and no body (one after the headers breaks keep-alive
+          // framing). Written as a header: endWithoutBody(length) makes uWS drop the connection
+          // at the next request, and any argument to it is read as a length.
+          if (head) {
+            res.writeHeader('content-length', String(Buffer.byteLength(r.body)));
+            res.endWithoutBody();
+          } else res.end(r.body);
+        });
       };
-      if (!handler) return reply({ status: 404, contentType: 'text/plain', body: `no route ${path}\n` });
-      Promise.resolve()
-        .then(() => handler({ path, query }))
-        .then(reply, (err: Error) =>
-          reply({ status: 500, contentType: 'text/plain', body: `${err.message}\n` }),
-        );
+      try {
+        const path = req.getUrl();
+        const method = req.getMethod();
+        const query = req.getQuery() ?? '';
+        const handler = this.#routes.get(path);
+        if (!handler) return reply({ status: 404, contentType: 'text/plain', body: `no route ${path}\n` });
+        if (method !== 'get' && !head)
+          return reply(
+            {
+              status: 405,
+              contentType: 'text/plain',
+              body: `${req.getCaseSensitiveMethod().toUpperCase()} is not allowed on ${path}: use GET or HEAD\n`,
+            },
+            { allow: ALLOW },
+          );
+        Promise.resolve()
+          .then(() => handler({ path, query }))
+          .then(reply, (err: Error) => {
+            this.#unexpected('http', err);
+            reply({ status: 500, contentType: 'text/plain', body: `${err.message}\n` });
+          })
+          .catch((err: Error) => this.#unexpected('http', err));
+      } catch (err) {
+        this.#unexpected('http', err as Error);
+        reply({ status: 500, contentType: 'text/plain', body: 'internal error\n' });
+      }
     });
+  }
+
+  /** Runs a uWS callback; an exception is logged, counted and closes that client only. */
+  #guard(handler: string, ws: Socket | null, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#unexpected(handler, err as Error);
+      if (ws && !ws.getUserData().closed) ws.end(1011, `internal error in the ${handler} handler: reconnect`);
+    }
+  }
+
+  #unexpected(handler: string, err: Error): void {
+    this.#m.handlerErrors.inc({ handler });
+    this.#o.logger.error(
+      { handler, err: err.message, stack: err.stack },
+      'unexpected exception in a client handler: that client is closed, serve goes on (please report it)',
+    );
   }
 
   route(path: string, handler: HttpHandler): void {
@@ -240,11 +387,11 @@ export class WsServer {
       // Encoded to bytes once: uWS would convert a string again for every client.
       const json = Buffer.from(tickMessage(batch, symbol, idx));
       let binary: Uint8Array | null = null;
-      this.#latest.set(key, {
-        source: batch.source,
+      this.#setLatest(
+        batch.source,
         symbol,
-        json: tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
-      });
+        tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
+      );
       let sent = 0;
       for (const ws of this.#clients) {
         const c = ws.getUserData();
@@ -275,18 +422,70 @@ export class WsServer {
         lastLow: nan(bar.lastLow),
         lastClose: nan(bar.lastClose),
       });
+      let dropped = 0;
       for (const ws of this.#clients) {
         const c = ws.getUserData();
         if (
-          (c.channels.has('*') ||
+          !(
+            c.channels.has('*') ||
             c.channels.has(bar.symbol) ||
-            c.channels.has(`${bar.source}:${bar.symbol}`)) &&
-          ws.getBufferedAmount() <= this.#o.maxBackpressureBytes
-        ) {
-          ws.send(json, false);
-        }
+            c.channels.has(`${bar.source}:${bar.symbol}`)
+          )
+        )
+          continue;
+        if (ws.getBufferedAmount() <= this.#o.maxBackpressureBytes) ws.send(json, false);
+        else dropped++;
       }
+      if (dropped) this.#barsDropped(dropped);
     }
+  }
+
+  #logFull(): void {
+    const now = Date.now();
+    if (now - this.#lastFullLogAt < 10_000) return;
+    this.#lastFullLogAt = now;
+    this.#o.logger.warn(
+      { maxClients: this.#o.maxClients },
+      'websocket upgrade refused with 503: wsMaxClients clients are connected (counted in tickstream_ws_full_refusals_total; logged at most every 10 s). Raise --ws-max-clients or find the client that leaks connections',
+    );
+  }
+
+  #barsDropped(n: number): void {
+    this.#m.droppedBars.inc(n);
+    const now = Date.now();
+    if (now - this.#lastBarDropLogAt < 10_000) return;
+    this.#lastBarDropLogAt = now;
+    this.#o.logger.warn(
+      { bars: n },
+      'bars not sent to websocket clients over their backpressure limit (counted in tickstream_ws_dropped_bars_total; logged at most every 10 s): those clients read too slowly',
+    );
+  }
+
+  /** Drops the snapshots of a source the pipeline forgot (idle past sourceForgetAfterMs). */
+  forgetSource(source: string): void {
+    for (const [symbol, sources] of this.#sourcesOf) {
+      if (!sources.delete(source)) continue;
+      this.#latest.delete(latestKey(source, symbol));
+      if (sources.size === 0) this.#sourcesOf.delete(symbol);
+    }
+  }
+
+  /** Snapshots held, one per (source, symbol) seen. */
+  get snapshotCount(): number {
+    return this.#latest.size;
+  }
+
+  #setLatest(source: string, symbol: string, json: string): void {
+    const key = latestKey(source, symbol);
+    if (!this.#latest.has(key)) {
+      let sources = this.#sourcesOf.get(symbol);
+      if (!sources) {
+        sources = new Set();
+        this.#sourcesOf.set(symbol, sources);
+      }
+      sources.add(source);
+    }
+    this.#latest.set(key, json);
   }
 
   async close(reason = 'server shutting down'): Promise<void> {
@@ -305,11 +504,7 @@ export class WsServer {
     for (let i = 0; i < batch.length; i++) lastOf.set(batch.symbolIndex[i] as number, i);
     for (const [sym, i] of lastOf) {
       const symbol = batch.symbols[sym] as string;
-      this.#latest.set(`${batch.source}:${symbol}`, {
-        source: batch.source,
-        symbol,
-        json: tickMessage(batch, symbol, [i], 'snapshot'),
-      });
+      this.#setLatest(batch.source, symbol, tickMessage(batch, symbol, [i], 'snapshot'));
     }
   }
 
@@ -336,48 +531,114 @@ export class WsServer {
       c.conflated.delete(key);
       ws.send(v.json, false);
     }
+    if (c.snapshots.size) this.#scheduleSnapshots(ws, c);
+  }
+
+  #refuse(ws: Socket, reason: string, code: ErrorCode, message: string): void {
+    this.#m.refusedMessages.inc({ reason });
+    ws.send(JSON.stringify({ type: 'error', code, message }), false);
+    // Logged at most every 10 s: a client sending garbage in a loop must not flood the log.
+    const now = Date.now();
+    if (now - this.#lastRefusalLogAt < 10_000) return;
+    this.#lastRefusalLogAt = now;
+    this.#o.logger.warn(
+      { reason, code, message },
+      'websocket client message refused with an error reply (counted in tickstream_ws_refused_messages_total; logged at most every 10 s)',
+    );
   }
 
   #onMessage(ws: Socket, text: string): void {
-    let m: { op?: unknown; channels?: unknown };
+    this.#o.failPoint?.('ws-message');
+    let parsed: unknown;
     try {
-      m = JSON.parse(text) as typeof m;
+      parsed = JSON.parse(text);
     } catch {
-      ws.send(
-        JSON.stringify({
-          type: 'error',
-          message: 'messages must be JSON: {"op":"subscribe","channels":["EURUSD"]}',
-        }),
-        false,
+      this.#refuse(ws, 'not_json', ErrorCode.FRAME_PAYLOAD, `messages must be JSON: ${USAGE}`);
+      return;
+    }
+    const m = clientMessage.safeParse(parsed);
+    if (!m.success) {
+      const issue = m.error.issues[0];
+      const where = issue?.path.length ? ` at ${issue.path.join('.')}` : '';
+      this.#refuse(
+        ws,
+        'shape',
+        ErrorCode.FRAME_PAYLOAD,
+        `not a client message (${issue?.message ?? 'wrong shape'}${where}; channels are strings of 1 to ${MAX_CHANNEL_LENGTH} characters): ${USAGE}`,
       );
       return;
     }
-    const channels = Array.isArray(m.channels)
-      ? m.channels.filter((x): x is string => typeof x === 'string' && x.length > 0 && x.length < 200)
-      : [];
+    const { op, channels } = m.data;
     const c = ws.getUserData();
-    if (m.op === 'subscribe') {
-      for (const ch of channels) c.channels.add(ch);
-      ws.send(JSON.stringify({ type: 'subscribed', channels: [...c.channels] }), false);
-      for (const [key, v] of this.#latest) {
-        if (channels.includes('*') || channels.includes(v.symbol) || channels.includes(key))
-          ws.send(v.json, false);
-      }
-    } else if (m.op === 'unsubscribe') {
-      for (const ch of channels) c.channels.delete(ch);
-      ws.send(JSON.stringify({ type: 'unsubscribed', channels: [...c.channels] }), false);
-    } else {
-      ws.send(
-        JSON.stringify({
-          type: 'error',
-          message: `unknown op ${JSON.stringify(m.op)}: use subscribe or unsubscribe`,
-        }),
-        false,
+    if (op === 'unsubscribe') {
+      let removed = 0;
+      for (const ch of channels) if (c.channels.delete(ch)) removed++;
+      this.#m.channels.dec(removed);
+      ws.send(JSON.stringify({ type: 'unsubscribed', channels, total: c.channels.size }), false);
+      return;
+    }
+    const fresh = new Set<string>();
+    for (const ch of channels) if (!c.channels.has(ch)) fresh.add(ch);
+    const limit = this.#o.maxChannelsPerClient;
+    if (c.channels.size + fresh.size > limit) {
+      this.#refuse(
+        ws,
+        'channel_limit',
+        ErrorCode.LIMIT,
+        `subscribing to ${fresh.size} more channel(s) would pass the limit of ${limit} per client (you hold ${c.channels.size}): nothing was subscribed; unsubscribe some, subscribe to "*" or a symbol for all its sources, or ask for a higher --ws-max-channels-per-client`,
       );
+      return;
+    }
+    for (const ch of fresh) c.channels.add(ch);
+    this.#m.channels.inc(fresh.size);
+    ws.send(JSON.stringify({ type: 'subscribed', channels, total: c.channels.size }), false);
+    // A lookup per channel, never a scan of the pairs per channel; the sending is spread over turns.
+    const before = c.snapshots.size;
+    if (channels.includes('*')) for (const key of this.#latest.keys()) c.snapshots.add(key);
+    else for (const ch of channels) this.#matchSnapshots(ch, c.snapshots);
+    this.#m.snapshotsPending.inc(c.snapshots.size - before);
+    if (c.snapshots.size) this.#scheduleSnapshots(ws, c);
+  }
+
+  /** Adds the pairs `ch` names: a symbol of any source, or `source:symbol` split at any `:`. */
+  #matchSnapshots(ch: string, into: Set<string>): void {
+    for (const source of this.#sourcesOf.get(ch) ?? []) into.add(latestKey(source, ch));
+    for (let at = ch.indexOf(':'); at >= 0; at = ch.indexOf(':', at + 1)) {
+      const key = latestKey(ch.slice(0, at), ch.slice(at + 1));
+      if (this.#latest.has(key)) into.add(key);
     }
   }
-}
 
+  #scheduleSnapshots(ws: Socket, c: Client): void {
+    if (c.snapshotScheduled) return;
+    c.snapshotScheduled = true;
+    setImmediate(() => {
+      c.snapshotScheduled = false;
+      this.#guard('snapshot', ws, () => this.#sendSnapshots(ws, c));
+    });
+  }
+
+  /** Up to snapshotsPerTurn snapshots (each the pair's newest tick now), then yields the loop. */
+  #sendSnapshots(ws: Socket, c: Client): void {
+    if (c.closed) return;
+    let taken = 0;
+    let sent = 0;
+    for (const key of c.snapshots) {
+      // Over the limit: wait for uWS's drain, which calls back here.
+      if (taken === this.#o.snapshotsPerTurn || ws.getBufferedAmount() > this.#o.maxBackpressureBytes) break;
+      c.snapshots.delete(key);
+      taken++;
+      const json = this.#latest.get(key);
+      if (json === undefined) continue; // its source was forgotten since the subscribe
+      ws.send(json, false);
+      sent++;
+    }
+    this.#m.snapshotsPending.dec(taken);
+    this.#m.messages.inc(sent);
+    if (c.snapshots.size && ws.getBufferedAmount() <= this.#o.maxBackpressureBytes)
+      this.#scheduleSnapshots(ws, c);
+  }
+}
 const nan = (v: number) => (Number.isNaN(v) ? null : v);
 
 function tickMessage(batch: TickBatch, symbol: string, idx: number[], type = 'ticks', skipped = 0): string {

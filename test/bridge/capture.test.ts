@@ -4,7 +4,7 @@
  *
  * - `Terminal`: one growing tick history per symbol and `copyTicksRange(from, to)` that returns,
  *   at the moment of the call, every tick with from ≤ time_msc ≤ to in history order (both ends
- *   inclusive, as MT5.md says). It does not reuse capture.ts's ArrayHistory; `HistoryView` only
+ *   inclusive, as docs/protocol.md §5 says). It does not reuse capture.ts's ArrayHistory; `HistoryView` only
  *   adapts its answer to the index-range interface TickCapture reads (`SymbolHistory`).
  * - `Journal`: the bridge side. It commits what the EA sent, in seq order, only the next
  *   contiguous seq, and answers HELLO_ACK with `next_seq` and, per symbol it has ticks of, the
@@ -24,13 +24,16 @@
  * cursor finds it — but never *before* a tick already there. A tick inserted older than the
  * cursor's millisecond (or between ticks already read) cannot be found by any
  * (last_msc, count_at_msc) cursor over CopyTicksRange, and it would also shift the history
- * indices TickCapture keeps for buffered ticks. MT5.md does not report such inserts; capture.ts
+ * indices TickCapture keeps for buffered ticks. MT5 is not known to make such inserts; capture.ts
  * and the EA assume per-symbol history is append-only, and the EA has no rescan that would catch
  * one (it would be lost silently).
  *
- * Also outside the model: a symbol HELLO_ACK has no cursor for. capture.ts re-reads it from
- * `startMsc` (−∞ in bridge/client.ts, so all history), while the EA's LiveCursor starts it at the
- * newest tick (protocol.md §5.7 "starts live"). These tests use capture.ts's behaviour (−∞).
+ * A symbol HELLO_ACK has no cursor for starts at `startMsc` (−∞ here and in bridge/client.ts, so
+ * all history; the EA's LiveCursor starts it at the newest tick, protocol.md §5.7): that is its
+ * origin for the run. The adoption branch (a bridge that lost ticks it had ACKed: `lose`) goes
+ * back to the bridge's cursors, or to the origin for a symbol the bridge has none of. A bridge
+ * never loses what was committed before the EA's current run started (the EA could not know
+ * those ticks), so `lose` truncates the journal no further back than the last restart.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -138,6 +141,18 @@ class Journal {
     else this.#cursors.set(tick.symbol, { lastMsc: tick.msc, countAtMsc: 1 });
   }
 
+  /** The bridge lost every tick from seq `length + 1` on (and its cursors went back with them). */
+  truncate(length: number): void {
+    this.ticks.length = length;
+    this.nextSeq = length + 1;
+    this.#cursors.clear();
+    for (const t of this.ticks) {
+      const c = this.#cursors.get(t.symbol);
+      if (c && c.lastMsc === t.msc) c.countAtMsc++;
+      else this.#cursors.set(t.symbol, { lastMsc: t.msc, countAtMsc: 1 });
+    }
+  }
+
   committedOf(symbol: number): ModelTick[] {
     return this.ticks.filter((t) => t.symbol === symbol);
   }
@@ -180,7 +195,13 @@ type Op =
   /** Reconnect, memory intact: resume(next_seq, cursors, amnesia = false). */
   | { op: 'reconnect' }
   /** EA restart: a new TickCapture adopts HELLO_ACK's next_seq and cursors. */
-  | { op: 'restart' };
+  | { op: 'restart' }
+  /**
+   * The bridge loses a suffix of its journal (u% of what it committed in this EA run), then the
+   * EA reconnects, memory intact: below its buffer, HELLO_ACK's next_seq makes it adopt the
+   * bridge's state.
+   */
+  | { op: 'lose'; u: number };
 
 interface Weights {
   grow: number;
@@ -189,6 +210,7 @@ interface Weights {
   lostAck: number;
   reconnect: number;
   restart: number;
+  lose?: number;
 }
 
 function opArb(symbols: number, w: Weights): fc.Arbitrary<Op> {
@@ -209,6 +231,10 @@ function opArb(symbols: number, w: Weights): fc.Arbitrary<Op> {
     { weight: w.lostAck, arbitrary: fc.record({ op: fc.constant('lostAck' as const), u: fc.nat(100) }) },
     { weight: w.reconnect, arbitrary: fc.constant({ op: 'reconnect' as const }) },
     { weight: w.restart, arbitrary: fc.constant({ op: 'restart' as const }) },
+    {
+      weight: w.lose ?? 0,
+      arbitrary: fc.record({ op: fc.constant('lose' as const), u: fc.integer({ min: 1, max: 100 }) }),
+    },
   );
 }
 
@@ -234,6 +260,8 @@ function scenarioArb(w: Weights, maxCapacity: number): fc.Arbitrary<Scenario> {
 
 interface Outcome {
   restarts: number;
+  /** Reconnects where the EA dropped its buffer for the bridge's state. */
+  adoptions: number;
   pausedPolls: number;
   lateTicks: number;
 }
@@ -243,7 +271,9 @@ function run(s: Scenario): Outcome {
   const names = Array.from({ length: s.symbols }, (_, k) => `SYM${k}`);
   const views = names.map((_, k) => new HistoryView(terminal, k));
   const journal = new Journal();
-  const out: Outcome = { restarts: 0, pausedPolls: 0, lateTicks: 0 };
+  const out: Outcome = { restarts: 0, adoptions: 0, pausedPolls: 0, lateTicks: 0 };
+  // Journal length when the current EA run started: what the bridge can never lose (see `lose`).
+  let runStart = 0;
   let now = 0;
   let lastPollAt = Number.NEGATIVE_INFINITY;
 
@@ -264,15 +294,22 @@ function run(s: Scenario): Outcome {
   const startEa = (): void => {
     capture = new TickCapture(names, views, s.capacity);
     capture.resume(journal.nextSeq, journal.helloAckCursors(names), true);
+    runStart = journal.nextSeq - 1;
+    adopted('restart');
+  };
+
+  /** After HELLO_ACK was adopted: an empty buffer at next_seq, each cursor just past the journal. */
+  const adopted = (what: string): void => {
     held = new Map();
     // (2) numbering continues from HELLO_ACK's next_seq: no committed seq is given again.
-    same(capture.nextSeq, journal.nextSeq, 'restart: nextSeq = HELLO_ACK next_seq');
-    same(capture.bufferStart, journal.nextSeq, 'restart: bufferStart = HELLO_ACK next_seq');
-    same(capture.buffered, 0, 'restart: empty buffer');
-    // (4) the cursor points just past what the journal holds of each symbol.
+    same(capture.nextSeq, journal.nextSeq, `${what}: nextSeq = HELLO_ACK next_seq`);
+    same(capture.bufferStart, journal.nextSeq, `${what}: bufferStart = HELLO_ACK next_seq`);
+    same(capture.buffered, 0, `${what}: empty buffer`);
+    // (4) the cursor points just past what the journal holds of each symbol (for a symbol the
+    // journal has nothing of, that is the run's origin: the start of history here).
     nextIndex = names.map((_, k) => {
       const pos = terminal.cursorPosition(k, capture.cursors[k]!);
-      same(pos, journal.committedOf(k).length, `restart cursor of symbol ${k}`);
+      same(pos, journal.committedOf(k).length, `${what}: cursor of symbol ${k}`);
       return pos;
     });
   };
@@ -385,6 +422,20 @@ function run(s: Scenario): Outcome {
         out.restarts++;
         startEa();
         break;
+      case 'lose': {
+        const committedInRun = journal.nextSeq - 1 - runStart;
+        journal.truncate(journal.nextSeq - 1 - Math.round((o.u / 100) * committedInRun));
+        const adopt = journal.nextSeq < capture.bufferStart;
+        capture.resume(journal.nextSeq, journal.helloAckCursors(names), false);
+        if (adopt) {
+          out.adoptions++;
+          adopted('adoption');
+        } else {
+          for (const seq of held.keys()) if (seq < journal.nextSeq) held.delete(seq);
+          same(capture.bufferStart, journal.nextSeq, 'reconnect: bufferStart = HELLO_ACK next_seq');
+        }
+        break;
+      }
     }
     checkInvariants();
   }
@@ -437,7 +488,7 @@ describe('TickCapture against a model of the terminal (CopyTicksRange, late tick
       { op: 'ack', u: 100 },
     ];
     const out = run({ symbols: 1, capacity: 3, ops });
-    expect(out).toEqual({ restarts: 1, pausedPolls: 1, lateTicks: 2 });
+    expect(out).toEqual({ restarts: 1, adoptions: 0, pausedPolls: 1, lateTicks: 2 });
   });
 
   it('(1)(2) every tick up to the final poll is taken once, in history order, seqs 1..N', () => {
@@ -482,5 +533,35 @@ describe('TickCapture against a model of the terminal (CopyTicksRange, late tick
     );
     if (STATS) console.log({ restarts });
     expect(restarts).toBeGreaterThan(RUNS * 2);
+  });
+
+  it('(5) a bridge that lost ACKed ticks is adopted: re-read from its cursors or the origin, nothing lost', () => {
+    let adoptions = 0;
+    fc.assert(
+      fc.property(
+        scenarioArb({ grow: 6, poll: 5, ack: 3, lostAck: 1, reconnect: 1, restart: 1, lose: 2 }, 8),
+        (s) => {
+          adoptions += run(s).adoptions;
+        },
+      ),
+      { seed: 190619, numRuns: RUNS },
+    );
+    if (STATS) console.log({ adoptions });
+    expect(adoptions).toBeGreaterThan(RUNS / 2);
+  });
+
+  it('hand-written adoption: the bridge loses a symbol entirely; it is re-read from where this run started it', () => {
+    const ops: Op[] = [
+      { op: 'grow', symbol: 0, n: 2, when: 'next', u: 0, spread: true },
+      { op: 'grow', symbol: 1, n: 3, when: 'next', u: 0, spread: true },
+      { op: 'poll', dt: 10 },
+      { op: 'ack', u: 100 }, // seqs 1..5 committed and ACKed: the buffer is empty
+      { op: 'grow', symbol: 1, n: 2, when: 'next', u: 0, spread: false },
+      { op: 'poll', dt: 10 }, // seqs 6..7 held
+      { op: 'lose', u: 100 }, // the journal is empty again: next_seq 1 < buffer start 6
+      { op: 'poll', dt: 0 }, // everything re-read, seqs 1..7
+    ];
+    const out = run({ symbols: 2, capacity: 10, ops });
+    expect(out.adoptions).toBe(1);
   });
 });

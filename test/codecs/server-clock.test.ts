@@ -1,7 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
-import { checkReportedOffset, createServerClock } from '../../codecs/server-clock.js';
+import {
+  checkReportedOffset,
+  createServerClock,
+  formatOffset,
+  reportedOffsetRule,
+} from '../../codecs/server-clock.js';
 
 const at = (iso: string) => Date.parse(`${iso}Z`);
 const H = 3_600_000;
@@ -131,5 +136,16 @@ describe('server clock', () => {
     expect(checkReportedOffset(athens, at('2024-07-01T02:00:00'), at('2024-07-01T00:00:00'))).toMatch(
       /UTC\+2/,
     );
+  });
+
+  it('reportedOffsetRule: the reported offset to the nearest 15 minutes, as a fixed rule', () => {
+    const gmt = at('2024-01-01T00:00:00');
+    expect(reportedOffsetRule(gmt + 2 * H - 40_000, gmt)).toBe('UTC+2');
+    expect(reportedOffsetRule(gmt + 5.5 * H + 3_000, gmt)).toBe('UTC+5:30');
+    expect(reportedOffsetRule(gmt - 3.5 * H, gmt)).toBe('UTC-3:30');
+    expect(reportedOffsetRule(gmt + 20_000, gmt)).toBe('UTC+0');
+    expect(createServerClock(reportedOffsetRule(gmt - 4 * H, gmt)).toUtc(gmt)).toBe(gmt + 4 * H);
+    expect(() => reportedOffsetRule(gmt + 15 * H, gmt)).toThrow(/outside ±14:00/);
+    expect(formatOffset(-(5 * H + 45 * 60_000))).toBe('UTC-5:45');
   });
 });

@@ -122,6 +122,15 @@ describe('MqlTick structs', () => {
     ['time_msc past 2^53', { msc: 2 ** 53 }],
     ['time_msc from the year 3000', { msc: Date.UTC(3000, 0, 1) }],
     ['volume past 2^53', { volume: 2 ** 53 }],
+    // Once accepted: the old check summed the prices, 1e308 + (−1e308) + 0 is finite, and the
+    // bar's spread ask − bid overflowed to −Infinity.
+    ['bid 1e308 with ask −1e308', { bid: 1e308, ask: -1e308 }],
+    [
+      'bid = ask = 1e308 (refused as out of range, not as a sum that is not finite)',
+      { bid: 1e308, ask: 1e308 },
+    ],
+    ['a price of 1e15', { last: 1e15 }],
+    ['volume_real 1e308', { volumeReal: 1e308 }],
   ])('refuses %s with ERR_TICK_VALUE', (_, bad) => {
     expect(decodeOne(bad)?.code).toBe(ErrorCode.TICK_VALUE);
   });
@@ -131,6 +140,11 @@ describe('MqlTick structs', () => {
     expect(decodeOne({ bid: -0 })).toBeNull();
     expect(decodeOne({ bid: -37.63, ask: -37.5, last: -37.6 })).toBeNull();
     expect(decodeOne({ msc: Date.UTC(3000, 0, 1) - 1 })).toBeNull();
+    expect(decodeOne({ bid: 1e15 - 1, ask: -(1e15 - 1) })).toBeNull();
+  });
+
+  it('names the price bound in the refusal (a sum of 1e308s is not what was wrong)', () => {
+    expect(decodeOne({ bid: 1e308, ask: 1e308 })?.message).toMatch(/below 1000000000000000 in magnitude/);
   });
 
   it('keeps the ticks before a bad one and names its seq', () => {

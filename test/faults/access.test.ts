@@ -127,6 +127,8 @@ afterAll(async () => {
 function simArgs(source: string, port: number, ticks: number, extra: string[] = [], symbols = 3): string[] {
   return [
     '--synthetic',
+    '--speed',
+    'max',
     '--symbols',
     String(symbols),
     '--rate',
@@ -420,23 +422,19 @@ describe('instance K: websocket tokens', () => {
 
 describe(`instance R: --max-ticks-per-second-per-source ${RATE}`, () => {
   it(`20000 ticks in small frames take ≥ 2.5 s to be ACKed, none lost; another source is not held back`, async () => {
-    const t0 = Date.now();
     const limited = runSim(simArgs('lim', R.serve.ingressPort, 20_000, [], 10), 60_000);
     // Below the limit, alongside: not slowed by the other source's limit.
     await new Promise((r) => setTimeout(r, 300));
     const other = await runSim(simArgs('other', R.serve.ingressPort, 2000), 30_000);
-    const otherDoneMs = Date.now() - t0;
     const r = await limited;
-    const limitedDoneMs = Date.now() - t0;
     expect(r.code, r.output).toBe(0);
     expect(other.code, other.output).toBe(0);
     expect(captured(r.output)).toBe(20_000);
     // 20000 ticks at 5000/s, the first second free: the last ones cannot be ACKed before ~3 s.
     expect(simSeconds(r.output), r.output).toBeGreaterThanOrEqual(2.5);
-    expect(
-      otherDoneMs,
-      `other done at ${otherDoneMs} ms, the limited source at ${limitedDoneMs} ms`,
-    ).toBeLessThan(limitedDoneMs - 1000);
+    // Each sim's own streaming time (process start-up left out, which a loaded machine stretches):
+    // the other source's 2000 ticks are not paced by the limited source's bucket.
+    expect(simSeconds(other.output), other.output).toBeLessThan(simSeconds(r.output) - 1);
     const verify = await runCli(verifyArgs(R.names, 30), {}, 60_000);
     expect(verify.code, verify.output).toBe(0);
     const rows = verifyRows(verify.output);
@@ -493,7 +491,7 @@ describe('instance S: source secrets are never shown', () => {
     expect(r.output).not.toContain(SECRET);
     // Nor when the secret is refused for being too short.
     const short = await runCli(['config', '--source-secrets', 'good=short7'], {}, 30_000);
-    expect(short.code).toBe(1);
+    expect(short.code).toBe(2);
     expect(short.output).toContain('at least 8 characters');
     expect(short.output).not.toContain('short7');
   }, 60_000);

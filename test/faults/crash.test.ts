@@ -10,6 +10,7 @@ import {
   freePorts,
   isolatedNames,
   type Names,
+  REDIS_URL,
   removeNames,
   runCli,
   runSim,
@@ -20,7 +21,7 @@ import {
   withPorts,
 } from '../helpers/procs.js';
 
-const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
+const redis = new Redis(REDIS_URL, { lazyConnect: true });
 const cleanups: Names[] = [];
 
 beforeAll(async () => {
@@ -41,6 +42,8 @@ interface Run {
 function simArgs(source: string, port: number, perSource: number, extra: string[] = []): string[] {
   return [
     '--synthetic',
+    '--speed',
+    'max',
     '--symbols',
     '3',
     '--rate',

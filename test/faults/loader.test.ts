@@ -6,6 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   isolatedNames,
+  KAFKA_BROKERS,
   POSTGRES_DB,
   removeNames,
   runCli,
@@ -52,6 +53,8 @@ beforeAll(async () => {
     sources.map((s, i) =>
       runSim([
         '--synthetic',
+        '--speed',
+        'max',
         '--symbols',
         '3',
         '--rate',
@@ -140,7 +143,7 @@ describe('Postgres loader faults', () => {
 
     // A journal record produced twice (outside any bridge): verify counts the duplicate ticks.
     const consumer = new RdKafka.KafkaConsumer(
-      { 'metadata.broker.list': '127.0.0.1:9092', 'group.id': `dup-${names.id}` },
+      { 'metadata.broker.list': KAFKA_BROKERS, 'group.id': `dup-${names.id}` },
       {},
     );
     await new Promise<void>((resolve, reject) =>
@@ -164,7 +167,7 @@ describe('Postgres loader faults', () => {
     const header = (k: string) => Number(String(record?.headers?.find((h) => k in h)?.[k]));
     const ticksInRecord = header('seq-last') - header('seq-first') + 1;
     expect(ticksInRecord).toBeGreaterThan(0);
-    const producer = new RdKafka.HighLevelProducer({ 'metadata.broker.list': '127.0.0.1:9092' });
+    const producer = new RdKafka.HighLevelProducer({ 'metadata.broker.list': KAFKA_BROKERS });
     await new Promise<void>((resolve, reject) =>
       producer.connect({}, (err) => (err ? reject(err) : resolve())),
     );

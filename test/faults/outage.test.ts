@@ -12,6 +12,7 @@ import {
   isolatedNames,
   type Names,
   POSTGRES_DB,
+  REDIS_URL,
   removeNames,
   runCli,
   runSim,
@@ -36,7 +37,7 @@ afterAll(async () => {
     await db.query(`drop schema if exists "${schema}" cascade`).catch(() => undefined);
     await db.end().catch(() => undefined);
   }
-  const redis = new Redis('redis://127.0.0.1:6379');
+  const redis = new Redis(REDIS_URL);
   for (const p of redisPrefixes) {
     const keys = await redis.keys(`${p}:*`);
     if (keys.length) await redis.del(...keys);

@@ -61,6 +61,8 @@ describe('overload for 60 s: slow journal, then a hung live sink too', () => {
     const sim = startCli([
       'sim',
       '--synthetic',
+      '--speed',
+      'max',
       '--symbols',
       '10',
       '--rate',

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import RdKafka from '@confluentinc/kafka-javascript';
 import { ByteBuffer } from 'flatbuffers';
 import { TickRecord } from '../../codecs/generated/tick_batch_generated.js';
+import { KAFKA_BROKERS } from './procs.js';
 
 export interface JournalTick {
   source: string;
@@ -25,7 +26,8 @@ export interface JournalTick {
 
 /**
  * Every committed tick in `topic` (read_committed, all partitions from the start). Stops when
- * `expected` ticks were read, or after `idleMs` with nothing new.
+ * `expected` ticks were read (or at `timeoutMs`), or, without `expected`, after `idleMs` with
+ * nothing new.
  */
 export async function readJournalTicks(
   topic: string,
@@ -33,7 +35,7 @@ export async function readJournalTicks(
 ): Promise<JournalTick[]> {
   const consumer = new RdKafka.KafkaConsumer(
     {
-      'metadata.broker.list': options.brokers ?? '127.0.0.1:9092',
+      'metadata.broker.list': options.brokers ?? KAFKA_BROKERS,
       'group.id': `independent-${process.pid}-${Date.now()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',
@@ -53,7 +55,10 @@ export async function readJournalTicks(
     const idleMs = options.idleMs ?? 3000;
     const end = Date.now() + (options.timeoutMs ?? 60_000);
     let lastNew = Date.now();
-    while (Date.now() < end && Date.now() - lastNew < idleMs) {
+    // With an expected count, only reaching it or the deadline ends the read: a broker slowed by a
+    // loaded machine (or a transaction still open after a restart) can be idle for seconds.
+    const idleEnds = options.expected === undefined;
+    while (Date.now() < end && (!idleEnds || Date.now() - lastNew < idleMs)) {
       if (options.expected !== undefined && out.length >= options.expected) break;
       const batch = await new Promise<RdKafka.Message[]>((resolve) =>
         consumer.consume(100, (err, m) => resolve(err ? [] : m)),

@@ -12,7 +12,14 @@ export const cliPath = `${repoRoot}bin/tickstream.js`;
 export const dataDir = process.env['TICKSTREAM_DATA_DIR']
   ? `${process.env['TICKSTREAM_DATA_DIR'].replace(/\/$/, '')}/`
   : fileURLToPath(new URL('../../../shared/data/', import.meta.url));
-export const POSTGRES_DB = 'postgres://postgres@127.0.0.1:5432/tickstream';
+/**
+ * The services every test talks to: the machine's Redis and Postgres and the project's broker,
+ * or the fresh database and broker that .ci/run makes for each run (through these variables).
+ */
+export const KAFKA_BROKERS = process.env['TICKSTREAM_KAFKA_BROKERS'] ?? '127.0.0.1:9092';
+export const REDIS_URL = process.env['TICKSTREAM_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+export const POSTGRES_DB =
+  process.env['TICKSTREAM_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/tickstream';
 
 /** Children still running; killed by pid when this test process exits, even after a failure. */
 const children = new Set<ChildProcess>();
@@ -226,7 +233,7 @@ export function captured(output: string): number {
 }
 
 /** Removes the Kafka topics, Redis keys and Postgres schemas of tests' isolated names. */
-export async function removeNames(all: readonly Names[], brokers = '127.0.0.1:9092'): Promise<void> {
+export async function removeNames(all: readonly Names[], brokers = KAFKA_BROKERS): Promise<void> {
   const { Redis } = await import('ioredis');
   const pg = (await import('pg')).default;
   const RdKafka = (await import('@confluentinc/kafka-javascript')).default;
@@ -235,7 +242,7 @@ export async function removeNames(all: readonly Names[], brokers = '127.0.0.1:90
     for (const topic of [n.ticksTopic, n.barsTopic, n.sourcesTopic])
       await new Promise<void>((resolve) => admin.deleteTopic(topic, 10_000, () => resolve()));
   admin.disconnect();
-  const redis = new Redis('redis://127.0.0.1:6379');
+  const redis = new Redis(REDIS_URL);
   const db = new pg.Client({ connectionString: POSTGRES_DB });
   await db.connect();
   try {

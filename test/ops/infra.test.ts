@@ -7,9 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { KAFKA_BROKERS } from '../helpers/procs.js';
 
 const ops = fileURLToPath(new URL('../../ops/', import.meta.url));
 const stateDir = mkdtempSync(join(tmpdir(), 'tickstream-infra-'));
+const [brokerHost = '127.0.0.1', brokerPort = '9092'] = (KAFKA_BROKERS.split(',')[0] ?? '').split(':');
 
 function run(script: string, args: string[], env: Record<string, string> = {}) {
   const r = spawnSync('bash', [join(ops, script), ...args], {
@@ -47,9 +49,9 @@ describe('ops/kafka.sh', () => {
   });
 
   it('`up` on a broker that already answers does nothing', () => {
-    const r = run('kafka.sh', ['up']);
+    const r = run('kafka.sh', ['up'], { KAFKA_HOST: brokerHost, KAFKA_PORT: brokerPort });
     expect(r.status).toBe(0);
-    expect(r.output).toMatch(/already up|answers on 127\.0\.0\.1:9092/);
+    expect(r.output).toMatch(new RegExp(`(already up|answers) on ${brokerHost}:${brokerPort}\\b`));
     expect(r.output).not.toContain('starting');
   });
 
@@ -63,7 +65,7 @@ describe('ops/kafka.sh', () => {
         '1000',
       ]);
       expect(other.status).toBe(1);
-      const kafka = spawnSync('node', [join(ops, 'kafka-ping.mjs'), '127.0.0.1', '9092', '3000']);
+      const kafka = spawnSync('node', [join(ops, 'kafka-ping.mjs'), brokerHost, brokerPort, '3000']);
       expect(kafka.status).toBe(0);
     } finally {
       squatter.close();

@@ -35,6 +35,24 @@ function batchOf(source: string, ticks: T[], firstSeq = 1) {
 const M = 60_000;
 
 describe('BarAggregator', () => {
+  it('forgetting a source hands back its open bars (oldest first) and drops its state', () => {
+    const agg = new BarAggregator({ closeGraceMs: 5000 });
+    agg.add(
+      batchOf('s', [
+        { symbol: 'B', utc: 2 * M + 1, bid: 1, ask: 1.1 },
+        { symbol: 'A', utc: M + 1, bid: 2, ask: 2.1 },
+      ]),
+    );
+    expect(agg.forget('s').map((b) => [b.symbol, b.startMs])).toEqual([
+      ['A', M],
+      ['B', 2 * M],
+    ]);
+    expect(agg.forget('s')).toEqual([]);
+    // Nothing of the forgotten state is left: an earlier minute is not late any more.
+    expect(agg.add(batchOf('s', [{ symbol: 'A', utc: 1, bid: 2, ask: 2.1 }]))).toEqual([]);
+    expect(agg.lateTicks).toBe(0);
+  });
+
   it('closes a bar on the next tick of a later minute, with bid OHLC and spread stats', () => {
     const agg = new BarAggregator({ closeGraceMs: 5000 });
     const closed = agg.add(

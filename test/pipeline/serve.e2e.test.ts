@@ -17,6 +17,7 @@ import {
   dataDir,
   isolatedNames,
   POSTGRES_DB,
+  REDIS_URL,
   removeNames,
   runSim,
   type ServeProcess,
@@ -72,7 +73,7 @@ function expectSameTicks(got: JournalTick[], file: FileTick[], checkFlags: boole
 
 describe.skipIf(!haveData)('sim → serve → Kafka, Redis, websockets, Postgres (independent clients)', () => {
   const n = isolatedNames('e2e');
-  const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
   const db = new pg.Client({ connectionString: POSTGRES_DB });
   let serve: ServeProcess;
   const mt5 = haveData ? parseMt5ExportFile(mt5File, 2) : [];
@@ -130,6 +131,20 @@ describe.skipIf(!haveData)('sim → serve → Kafka, Redis, websockets, Postgres
       ),
     ).toBe(true);
     expect(journal.length).toBe(2 * mt5.length + duka.length);
+  });
+
+  it('/status shows every source, disconnected now, with its committed seq equal to what was sent', async () => {
+    const status = (await (await fetch(`http://127.0.0.1:${serve.httpPort}/status`)).json()) as {
+      sources: { source: string; connected: boolean; committedSeq: number; ticks: number }[];
+    };
+    const bySource = new Map(status.sources.map((s) => [s.source, s]));
+    for (const [source, count] of [
+      ['mt5a', mt5.length],
+      ['mt5b', mt5.length],
+      ['duka', duka.length],
+    ] as const) {
+      expect(bySource.get(source)).toMatchObject({ connected: false, committedSeq: count, ticks: count });
+    }
   });
 
   it('Postgres holds every tick exactly once with the same values', async () => {

@@ -9,8 +9,15 @@ import {
   runSmoke,
   websocketRoundTrip,
 } from '../../pipeline/smoke.js';
+import { KAFKA_BROKERS, POSTGRES_DB, REDIS_URL } from '../helpers/procs.js';
 
-const config = loadConfig({ env: {} });
+// Only the service addresses come from the environment (.ci/run points them at its own).
+const env = {
+  TICKSTREAM_KAFKA_BROKERS: KAFKA_BROKERS,
+  TICKSTREAM_REDIS_URL: REDIS_URL,
+  TICKSTREAM_POSTGRES_URL: POSTGRES_DB,
+};
+const config = loadConfig({ env });
 
 describe('smoke round trips against the real services', () => {
   it('Kafka: idempotent acks=all produce, read back by a consumer group with committed offsets', async () => {
@@ -31,11 +38,29 @@ describe('smoke round trips against the real services', () => {
   });
 
   it('an unreachable service fails its step with a message naming the URL, the others still run', async () => {
-    const broken = loadConfig({ env: {}, flags: { 'redis-url': 'redis://127.0.0.1:1' } });
+    const broken = loadConfig({ env, flags: { 'redis-url': 'redis://127.0.0.1:1' } });
     const steps = await runSmoke(broken, 10);
     const redis = steps.find((s) => s.part === 'redis');
     expect(redis?.ok).toBe(false);
     expect(redis?.detail).toContain('redis://127.0.0.1:1');
     expect(steps.filter((s) => s.ok).map((s) => s.part)).toEqual(['kafka', 'postgres', 'websocket']);
+  });
+
+  it('prints no password: Redis and Postgres URLs in failure lines are redacted (issue 20.7)', async () => {
+    const secret = 'hunter2-not-for-logs';
+    const broken = loadConfig({
+      env: {},
+      flags: {
+        'redis-url': `redis://ops:${secret}@127.0.0.1:1`,
+        'postgres-url': `postgres://ops:${secret}@127.0.0.1:1/tickstream`,
+      },
+    });
+    const steps = await runSmoke(broken, 10);
+    for (const part of ['redis', 'postgres'] as const) {
+      const step = steps.find((s) => s.part === part);
+      expect(step?.ok).toBe(false);
+      expect(step?.detail).not.toContain(secret);
+      expect(step?.detail).toContain('ops:***@127.0.0.1:1');
+    }
   });
 });

@@ -7,8 +7,9 @@ import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type JournalOptions, KafkaJournal } from '../../sinks/kafka/journal.js';
 import { readSourceStates } from '../../sinks/kafka/reader.js';
+import { KAFKA_BROKERS } from '../helpers/procs.js';
 
-const brokers = '127.0.0.1:9092';
+const brokers = KAFKA_BROKERS;
 const run = randomUUID().slice(0, 8);
 const topics = { ticksTopic: `t.${run}.ticks`, barsTopic: `t.${run}.bars`, sourcesTopic: `t.${run}.sources` };
 const kafka = new KafkaJS.Kafka({ kafkaJS: { brokers: [brokers], logLevel: KafkaJS.logLevel.NOTHING } });

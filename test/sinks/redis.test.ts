@@ -14,8 +14,9 @@ import { TickstreamError } from '../../codecs/errors.js';
 import { RespReplyCounter, RespWriter } from '../../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
 import { RedisSink, type RedisSinkOptions } from '../../sinks/redis.js';
+import { REDIS_URL } from '../helpers/procs.js';
 
-const url = process.env['TICKSTREAM_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const url = REDIS_URL;
 const prefix = `tstest:${randomBytes(4).toString('hex')}`;
 const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
 const sinks: RedisSink[] = [];
@@ -164,8 +165,50 @@ describe('RedisSink against Redis', () => {
     for (const [key, entries] of want.streams) expect(await redis.xlen(key)).toBe(entries.length);
   });
 
+  it("stores ticks going backwards in time under the stream's last ms; a resend of them is still refused (issue 20.5)", async () => {
+    const { s, metric } = sink({ keyPrefix: `${prefix}:back` });
+    await s.start();
+    const t0 = Date.UTC(2026, 0, 2, 10, 0, 0);
+    const times = [t0, t0 + 500, t0 + 200, t0 + 100, t0 + 600];
+    const batch = () => {
+      const b = allocTickBatch('srcB', ['EURUSD'], times.length);
+      times.forEach((t, i) => {
+        b.seq[i] = 10 + i;
+        b.utcMsc[i] = t;
+        b.serverTimeMsc[i] = t;
+        b.bid[i] = 1.1;
+        b.ask[i] = 1.2;
+        b.flags[i] = 6;
+      });
+      b.length = times.length;
+      return b;
+    };
+    s.write(batch());
+    expect(await s.drain(10_000)).toBe(true);
+    const key = `${prefix}:back:ticks:srcB:EURUSD`;
+    expect((await redis.xrange(key, '-', '+')).map(([id]) => id)).toEqual([
+      `${t0}-10`,
+      `${t0 + 500}-11`,
+      `${t0 + 500}-12`,
+      `${t0 + 500}-13`,
+      `${t0 + 600}-14`,
+    ]);
+    expect(await metric('duplicates_refused_total')).toBe(0);
+    // A resend (a restarted bridge publishes un-ACKed ticks again), by this sink and by a fresh
+    // one that does not know the stream's last ms: every tick refused, none stored twice.
+    s.write(batch());
+    expect(await s.drain(10_000)).toBe(true);
+    expect(await metric('duplicates_refused_total')).toBe(times.length);
+    const fresh = sink({ keyPrefix: `${prefix}:back` });
+    await fresh.s.start();
+    fresh.s.write(batch());
+    expect(await fresh.s.drain(10_000)).toBe(true);
+    expect(await fresh.metric('duplicates_refused_total')).toBe(times.length);
+    expect(await redis.xlen(key)).toBe(times.length);
+  });
+
   it('writes closed bars to their stream', async () => {
-    const { s } = sink();
+    const { s, metric } = sink();
     await s.start();
     const bar: Bar = {
       source: 'srcA',
@@ -186,8 +229,9 @@ describe('RedisSink against Redis', () => {
       volume: 0,
       lastSeq: 42,
     };
-    s.writeBars([bar, bar]); // the second one is a resend: refused silently
+    s.writeBars([bar, bar]); // the second one is a resend: refused, counted
     expect(await s.drain(10_000)).toBe(true);
+    expect(await metric('dropped_bars_total')).toBe(1);
     expect(await redis.xrange(`${prefix}:bars:1m:srcA:EURUSD`, '-', '+')).toEqual([
       [
         `${bar.startMs}-42`,
