@@ -59,11 +59,8 @@ export async function loaderMain(argv: string[]): Promise<number> {
     flags: parsed.config,
   });
   const reset = parsed.flags['reset-offsets'];
-  if (reset === undefined) return runLoader(config);
-  if (reset !== 'earliest' && reset !== 'latest') {
-    throw new TickstreamError(ErrorCode.USAGE, `--reset-offsets takes earliest or latest, not '${reset}'`);
-  }
-  return runReset(config, reset);
+  // parseCommand has checked it against the flag's choices.
+  return reset === undefined ? runLoader(config) : runReset(config, reset as ResetTo);
 }
 
 async function runLoader(config: Config): Promise<number> {
