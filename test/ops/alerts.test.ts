@@ -33,7 +33,9 @@ describe('ops/prometheus/alerts.yml', () => {
 });
 
 describe.skipIf(!promtool)(
-  promtool ? 'promtool' : 'promtool (SKIPPED: not installed; `npm run setup` installs the Debian prometheus package)',
+  promtool
+    ? 'promtool'
+    : 'promtool (SKIPPED: not installed; `npm run setup` installs the Debian prometheus package)',
   () => {
     const run = (args: string[]) => {
       const r = spawnSync(promtool!, args, { encoding: 'utf8', timeout: 60_000 });
