@@ -13,9 +13,11 @@ say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 # librdkafka's source build needs these (its prebuilt-binary download cannot reach the net here);
-# redis-tools gives redis-cli/redis-benchmark, postgresql-client gives psql for checks and bench.
+# redis-tools gives redis-cli/redis-benchmark, postgresql-client gives psql for checks and bench;
+# prometheus gives promtool and the server for the alert tests (test/ops/), chromium the headless
+# browser that loads the status page.
 apt_packages=(zlib1g-dev libssl-dev libzstd-dev libsasl2-dev libcurl4-openssl-dev liblz4-dev
-  redis-tools postgresql-client)
+  redis-tools postgresql-client prometheus chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
