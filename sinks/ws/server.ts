@@ -110,6 +110,7 @@ const latestKey = (source: string, symbol: string) => `${source}\u0000${symbol}`
 export class WsServer {
   readonly #o: WsServerOptions;
   readonly #app: uws.TemplatedApp;
+  #closing = false;
   readonly #routes = new Map<string, HttpHandler>();
   readonly #clients = new Set<Socket>();
   /** Latest tick message per pair (`latestKey`), for snapshots on subscribe. */
@@ -292,7 +293,7 @@ export class WsServer {
           if (head) {
             res.writeHeader('content-length', String(Buffer.byteLength(r.body)));
             res.endWithoutBody();
-          } else res.end(r.body);
+          } else res.end(r.body, this.#closing);
         });
       };
       try {
@@ -489,6 +490,9 @@ export class WsServer {
   }
 
   async close(reason = 'server shutting down'): Promise<void> {
+    // A keep-alive HTTP client that asks often (Prometheus scraping) never lets its connection
+    // idle out, and an open connection keeps the process alive: answers from now on close theirs.
+    this.#closing = true;
     // A client that does not read would hold the close handshake (and the process) for uWS's
     // close timeout: it is cut at once; the others get a proper close with the reason.
     for (const ws of [...this.#clients]) {
