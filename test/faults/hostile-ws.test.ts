@@ -19,6 +19,7 @@ import {
   captured,
   isolatedNames,
   type Names,
+  REDIS_URL,
   removeNames,
   runCli,
   runSim,
@@ -32,7 +33,7 @@ import {
 import { RawEa } from '../helpers/raw-ea.js';
 
 const LOOPBACK = '127.0.0.1';
-const redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: true });
+const redis = new Redis(REDIS_URL, { lazyConnect: true });
 const cleanups: Names[] = [];
 const serves: ServeProcess[] = [];
 

@@ -9,6 +9,7 @@ import { ownKafka } from '../helpers/instances.js';
 import {
   freePorts,
   isolatedNames,
+  KAFKA_BROKERS,
   type Names,
   POSTGRES_DB,
   removeNames,
@@ -29,7 +30,7 @@ import {
   startLoader,
 } from './loader-helpers.js';
 
-const SHARED = '127.0.0.1:9092';
+const SHARED = KAFKA_BROKERS;
 const db = new pg.Client({ connectionString: POSTGRES_DB });
 const all: Names[] = [];
 const loaders: LoaderProcess[] = [];

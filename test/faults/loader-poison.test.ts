@@ -5,7 +5,15 @@
 // Postgres stays healthy.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isolatedNames, POSTGRES_DB, removeNames, runCli, verifyArgs, waitFor } from '../helpers/procs.js';
+import {
+  isolatedNames,
+  KAFKA_BROKERS,
+  POSTGRES_DB,
+  removeNames,
+  runCli,
+  verifyArgs,
+  waitFor,
+} from '../helpers/procs.js';
 import {
   createTopic,
   DAY_MS,
@@ -18,7 +26,7 @@ import {
   startLoader,
 } from './loader-helpers.js';
 
-const BROKERS = '127.0.0.1:9092';
+const BROKERS = KAFKA_BROKERS;
 const names = isolatedNames('loaderpoison');
 const db = new pg.Client({ connectionString: POSTGRES_DB });
 let loader: LoaderProcess | null = null;

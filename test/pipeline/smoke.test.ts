@@ -49,7 +49,7 @@ describe('smoke round trips against the real services', () => {
   it('prints no password: Redis and Postgres URLs in failure lines are redacted (issue 20.7)', async () => {
     const secret = 'hunter2-not-for-logs';
     const broken = loadConfig({
-      env: {},
+      env,
       flags: {
         'redis-url': `redis://ops:${secret}@127.0.0.1:1`,
         'postgres-url': `postgres://ops:${secret}@127.0.0.1:1/tickstream`,
