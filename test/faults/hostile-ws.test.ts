@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ErrorCode } from '../../codecs/errors.js';
+import { gauge, healthz, samples, scrape } from '../helpers/http-probes.js';
 import {
   captured,
   isolatedNames,
@@ -65,33 +66,6 @@ afterAll(async () => {
 
 // ---------------------------------------------------------------------------------------------
 // Probes
-
-async function scrape(httpPort: number): Promise<string> {
-  const res = await fetch(`http://${LOOPBACK}:${httpPort}/metrics`, { signal: AbortSignal.timeout(5000) });
-  return res.text();
-}
-
-/** Samples of `name` by the value of `label` (one label only). */
-function samples(text: string, name: string, label: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  const re = new RegExp(`^${name}\\{${label}="([^"]*)"\\} (\\S+)$`, 'gm');
-  for (const m of text.matchAll(re)) out[m[1] as string] = Number(m[2]);
-  return out;
-}
-
-function gauge(text: string, name: string): number {
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : Number.NaN;
-}
-
-async function healthz(httpPort: number): Promise<number> {
-  try {
-    const res = await fetch(`http://${LOOPBACK}:${httpPort}/healthz`, { signal: AbortSignal.timeout(5000) });
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
 
 async function status(httpPort: number): Promise<{ rssMb: number; sources: { source: string }[] }> {
   const res = await fetch(`http://${LOOPBACK}:${httpPort}/status`, { signal: AbortSignal.timeout(5000) });

@@ -28,6 +28,7 @@ import {
   messageTypeName,
 } from '../../codecs/frame.js';
 import * as msg from '../../codecs/messages.js';
+import { gauge, healthz, samples, scrape } from '../helpers/http-probes.js';
 import { readJournalTicks } from '../helpers/independent.js';
 import {
   captured,
@@ -261,23 +262,6 @@ function seededBytes(n: number, seed: number): Buffer {
 // ---------------------------------------------------------------------------------------------
 // /metrics and /healthz
 
-async function scrape(httpPort: number): Promise<string> {
-  const res = await fetch(`http://${LOOPBACK}:${httpPort}/metrics`, { signal: AbortSignal.timeout(5000) });
-  return res.text();
-}
-
-function samples(text: string, name: string, label: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  const re = new RegExp(`^${name}\\{${label}="([^"]*)"\\} (\\S+)$`, 'gm');
-  for (const m of text.matchAll(re)) out[m[1] as string] = Number(m[2]);
-  return out;
-}
-
-function gauge(text: string, name: string): number {
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : Number.NaN;
-}
-
 const rejected = async (httpPort: number) =>
   samples(await scrape(httpPort), 'tickstream_rejected_frames_total', 'code');
 
@@ -288,15 +272,6 @@ function delta(before: Record<string, number>, after: Record<string, number>): R
 }
 
 /** /healthz's status; 0 when nothing answers (the process is gone). */
-async function healthz(httpPort: number): Promise<number> {
-  try {
-    const res = await fetch(`http://${LOOPBACK}:${httpPort}/healthz`, { signal: AbortSignal.timeout(5000) });
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
-
 const alive = (s: ServeProcess) => s.child.exitCode === null && s.child.signalCode === null;
 
 /** The connection is closed (bounded wait) and, when the peer could read it, its last frame is ERROR `code`. */
