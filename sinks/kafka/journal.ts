@@ -13,8 +13,14 @@
  *   to `read_committed` readers, so nothing is duplicated. While that goes on `ready` is false
  *   and `hasRoom()` turns false once `maxQueuedBytes` are waiting: the bridge stops granting
  *   credit, and sources hold their ticks.
- * - Fenced or fatal (another instance took the transactional.id, or the producer state is
- *   broken): every pending append is rejected with ERR_KAFKA; the process must restart.
+ * - Fenced (another instance took the transactional.id): every pending append is rejected
+ *   with ERR_KAFKA; the process must restart.
+ * - Fatal but not fenced (librdkafka #3297: a transaction the coordinator timed out while the
+ *   broker was away ends in INVALID_TXN_STATE, which librdkafka makes fatal): the producer is
+ *   rebuilt with the same transactional.id and the same content retried. Safe: Kafka answers a
+ *   commit with INVALID_TXN_STATE only when the transaction was not committed (it was aborted
+ *   or is gone), and nothing of it was ACKed. At most MAX_REBUILDS in a row without a commit,
+ *   then it stops as for fencing.
  * - No delivery reports: a committed transaction already means every record in it is stored,
  *   so the event loop is not woken per record.
  * - Records of one source share its key and partition (`murmur2_random`, as Java clients), so
@@ -83,6 +89,8 @@ type KafkaError = Error & {
 };
 
 const TXN_TIMEOUT_MS = 30_000;
+/** Producer rebuilds after fatal, non-fenced errors without a commit in between, at most. */
+const MAX_REBUILDS = 3;
 const CALL_TIMEOUT_MS = 10_000;
 /** A transaction open this long means the broker is not answering: /readyz says so. */
 const STALL_MS = 5000;
@@ -94,7 +102,10 @@ const FENCED_CODES = new Set([
 
 export class KafkaJournal {
   readonly #o: JournalOptions;
-  readonly #producer: RdKafka.Producer;
+  readonly #config: RdKafka.ProducerGlobalConfig;
+  #producer: RdKafka.Producer;
+  /** Rebuilds since the last commit (see MAX_REBUILDS). */
+  #rebuilds = 0;
   #queue: Pending[] = [];
   #queuedBytes = 0;
   #running = false;
@@ -126,7 +137,8 @@ export class KafkaJournal {
       'socket.keepalive.enable': true,
       ...options.librdkafka,
     };
-    this.#producer = new RdKafka.Producer(config as RdKafka.ProducerGlobalConfig);
+    this.#config = config as RdKafka.ProducerGlobalConfig;
+    this.#producer = new RdKafka.Producer(this.#config);
     const registers = [options.registry];
     this.#m = {
       records: new Counter({
@@ -144,6 +156,11 @@ export class KafkaJournal {
         name: 'tickstream_journal_transactions_total',
         help: 'Kafka transactions by outcome',
         labelNames: ['outcome'],
+        registers,
+      }),
+      rebuilds: new Counter({
+        name: 'tickstream_journal_producer_rebuilds_total',
+        help: 'Producers rebuilt after a fatal, non-fencing transactional error (e.g. INVALID_TXN_STATE after a broker outage)',
         registers,
       }),
       txnSeconds: new Histogram({
@@ -190,18 +207,7 @@ export class KafkaJournal {
   }
 
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.#producer.once('ready', () => resolve());
-      this.#producer.once('connection.failure', (err) =>
-        reject(
-          new TickstreamError(
-            ErrorCode.KAFKA,
-            `cannot reach Kafka at ${this.#o.brokers} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
-          ),
-        ),
-      );
-      this.#producer.connect({ timeout: CALL_TIMEOUT_MS });
-    });
+    await this.#connect();
     await ensureTopics(this.#o);
     await this.#call('initTransactions', (cb) => this.#producer.initTransactions(TXN_TIMEOUT_MS, cb)).catch(
       (err: KafkaError) => {
@@ -216,6 +222,52 @@ export class KafkaJournal {
       'journal transactions initialised',
     );
     this.#setReady(true);
+  }
+
+  #connect(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#producer.once('ready', () => resolve());
+      this.#producer.once('connection.failure', (err) =>
+        reject(
+          new TickstreamError(
+            ErrorCode.KAFKA,
+            `cannot reach Kafka at ${this.#o.brokers} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
+          ),
+        ),
+      );
+      this.#producer.connect({ timeout: CALL_TIMEOUT_MS });
+    });
+  }
+
+  /**
+   * A new producer with the same transactional.id (its initTransactions aborts whatever the old
+   * one left open). Retried while the broker does not answer; a fencing error ends it.
+   */
+  async #rebuild(cause: KafkaError, batch: Pending[]): Promise<'retry' | 'fatal'> {
+    this.#rebuilds++;
+    this.#m.rebuilds.inc();
+    this.#o.logger.warn(
+      { err: cause.message, code: cause.code, rebuild: this.#rebuilds },
+      'journal producer hit a fatal, non-fencing error: rebuilding it with the same transactional.id and retrying the same records (nothing of them was ACKed)',
+    );
+    const old = this.#producer;
+    await new Promise<void>((resolve) => old.disconnect(5000, () => resolve()));
+    for (let backoff = 500; ; backoff = Math.min(backoff * 2, 5000)) {
+      if (this.#closing) return 'retry';
+      this.#producer = new RdKafka.Producer(this.#config);
+      try {
+        await this.#connect();
+        await this.#call('initTransactions', (cb) => this.#producer.initTransactions(TXN_TIMEOUT_MS, cb));
+        return 'retry';
+      } catch (err) {
+        const e = err as KafkaError;
+        const failed = this.#producer;
+        await new Promise<void>((resolve) => failed.disconnect(5000, () => resolve()));
+        if (e.code !== undefined && FENCED_CODES.has(e.code)) return this.#recover(e, batch);
+        this.#setReady(false);
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
   }
 
   append(entry: JournalEntry): Promise<void> {
@@ -351,6 +403,7 @@ export class KafkaJournal {
           if (!e.isRetriable || e.isTxnRequiresAbort || e.isFatal) throw err;
         }
       }
+      this.#rebuilds = 0;
       this.#m.txns.inc({ outcome: 'committed' });
       this.#m.txnSeconds.observe((performance.now() - started) / 1000);
       this.#m.records.inc({ topic: this.#o.ticksTopic }, ticks);
@@ -364,11 +417,13 @@ export class KafkaJournal {
   }
 
   async #recover(err: KafkaError, batch: Pending[]): Promise<'retry' | 'fatal'> {
-    if (err.isFatal || (err.code !== undefined && FENCED_CODES.has(err.code))) {
+    const fenced = err.code !== undefined && FENCED_CODES.has(err.code);
+    if (err.isFatal && !fenced && this.#rebuilds < MAX_REBUILDS) return this.#rebuild(err, batch);
+    if (err.isFatal || fenced) {
       this.#die(
         new TickstreamError(
           ErrorCode.KAFKA,
-          `the Kafka journal stopped: ${err.message}. Another bridge with instanceId giving transactional.id ${this.#o.transactionalId} took over, or the producer hit a fatal error; restart this bridge (with its own instanceId if both should run).`,
+          `the Kafka journal stopped: ${err.message}. Another bridge with instanceId giving transactional.id ${this.#o.transactionalId} took over, or the producer hit a fatal error ${MAX_REBUILDS} times in a row; restart this bridge (with its own instanceId if both should run).`,
         ),
         batch,
       );
