@@ -11,8 +11,8 @@
  * Order: each source's ticks come in seq order (the journal keeps a source in one partition, in
  * seq order); different sources are interleaved as their partitions are fetched, not by time.
  *
- * Memory: records are decoded and written one fetched batch at a time and the next batch is
- * read only once the output has taken the last one (a full pipe or disk waits on 'drain').
+ * Memory: records are decoded and written one at a time and the next is taken only once the
+ * output has taken the last one (a full pipe or disk waits on 'drain').
  * Records of other sources (the record key) or outside the seq range (the seq-first/seq-last
  * headers) are skipped without being decoded.
  */
@@ -200,7 +200,7 @@ function outsideSeqRange(headers: Record<string, string>, range: ReplayRange): b
 /** The reader of a closed stdout (`tickstream replay | head`) went away: stop, not an error. */
 class OutputClosed extends Error {}
 
-/** Writes to a stream, waiting for 'drain' when it is full, so memory stays one batch. */
+/** Writes to a stream, waiting for 'drain' when it is full, so memory stays one record. */
 class Output {
   readonly #stream: Writable;
   readonly #name: string;
@@ -216,16 +216,15 @@ class Output {
 
   async write(text: string): Promise<void> {
     this.#check();
-    if (!this.#stream.write(text)) {
-      await Promise.race([once(this.#stream, 'drain'), once(this.#stream, 'error')]);
-    }
+    // once() rejects on 'error': the error is already kept, #check turns it into ours.
+    if (!this.#stream.write(text)) await once(this.#stream, 'drain').catch(() => undefined);
     this.#check();
   }
 
   async close(): Promise<void> {
     if (this.#stream === process.stdout) return this.#check();
     this.#stream.end();
-    await Promise.race([once(this.#stream, 'finish'), once(this.#stream, 'error')]);
+    await once(this.#stream, 'finish').catch(() => undefined);
     this.#check();
   }
 
@@ -313,7 +312,6 @@ export async function replayMain(argv: string[]): Promise<number> {
       topic: config.ticksTopic,
       onPartitions: (partitions) => progress.partitions(partitions),
       onMessages: async (messages) => {
-        let text = '';
         for (const m of messages) {
           progress.advance(m.partition, m.offset);
           if (range.sources && !range.sources.has(m.key)) continue;
@@ -321,11 +319,12 @@ export async function replayMain(argv: string[]): Promise<number> {
           const batch = decodeTickRecord(m.value);
           const part = formatBatch(batch, range, format);
           if (part.ticks === 0) continue;
-          text += part.text;
+          // One write per record: a fetch of 500 records of thousands of ticks each would
+          // otherwise build a string of hundreds of MB before the first byte leaves.
+          await output.write(part.text);
           ticks += part.ticks;
           written.set(batch.source, (written.get(batch.source) ?? 0) + part.ticks);
         }
-        if (text) await output.write(text);
         const line = tty ? progress.line(ticks) : null;
         if (line) process.stderr.write(`\r\x1b[K${line}`);
       },
