@@ -16,6 +16,7 @@ import {
   serveArgs,
   startCli,
   startServe,
+  waitFor,
 } from '../helpers/procs.js';
 
 interface Row {
@@ -190,6 +191,46 @@ describe('tickstream replay (real serve, sim and broker)', () => {
       ) as unknown as Row;
     });
     expect(rows).toEqual(parseJsonl(jsonl.text));
+  });
+
+  it('ends at the journal as it was at its start while a source keeps streaming: each source a seq prefix', async () => {
+    const live = startCli([
+      'sim',
+      '--synthetic',
+      '--symbols',
+      '2',
+      '--rate',
+      '500',
+      '--duration',
+      '60',
+      '--source',
+      'live',
+      '--port',
+      String(serve.ingressPort),
+    ]);
+    try {
+      // Wait until the live source is in the journal, then replay while it keeps coming.
+      const started = await waitFor(async () => {
+        const r = await runCli(['replay', '--ticks-topic', n.ticksTopic, '--source', 'live'], {}, 30_000);
+        return r.code === 0 && /replay: [1-9]\d* ticks written/.test(r.output);
+      }, 60_000);
+      expect(started, live.output()).toBe(true);
+      const r = await replay(['--source', 'live']);
+      expect(r.code, r.output).toBe(0);
+      const seqs = parseJsonl(r.text).map((t) => t.seq);
+      expect(seqs.length).toBeGreaterThan(0);
+      expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+    } finally {
+      live.child.kill('SIGTERM');
+      await live.exited;
+    }
+  });
+
+  it('stops with exit 0 when the reader of stdout goes away (replay | head)', async () => {
+    const p = startCli(['replay', '--ticks-topic', n.ticksTopic]);
+    p.child.stdout.once('data', () => p.child.stdout.destroy());
+    expect(await p.exited, p.output()).toBe(0);
+    expect(p.output()).toContain('to stdout (the reader closed it early)');
   });
 
   it('bad flags exit 2 and name the flag', async () => {
