@@ -94,14 +94,14 @@ function commaList(name: string, raw: string | undefined): Set<string> | null {
 }
 
 // Date.parse takes a date-time without a zone as local time: such input is made UTC first.
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(Z|[+-]\d{2}:\d{2})?)?$/i;
 
 function parseTime(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   if (/^\d+$/.test(raw)) return Number(raw);
   const m = ISO_TIME.exec(raw);
-  const withTime = raw.length > 10;
-  const ms = m ? Date.parse(`${raw.replace(' ', 'T')}${withTime && !m[1] ? 'Z' : ''}`) : Number.NaN;
+  const zone = m?.[1] !== undefined && m[2] === undefined ? 'Z' : '';
+  const ms = m ? Date.parse(`${raw.replace(' ', 'T')}${zone}`) : Number.NaN;
   if (!Number.isFinite(ms))
     throw usage(`--${name} expects a UTC ISO time (2024-03-01T12:00:00Z) or epoch ms, got '${raw}'`);
   return ms;
