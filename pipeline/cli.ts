@@ -11,6 +11,7 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { configKeys, loadConfig } from './config.js';
 import { DEMO_COMMAND, demoMain } from './demo.js';
 import { LOADER_COMMAND, loaderMain } from './loader-main.js';
+import { REPLAY_COMMAND, replayMain } from './replay.js';
 import { serve } from './serve.js';
 
 import { runSmoke } from './smoke.js';
@@ -103,6 +104,7 @@ const commands: Record<string, Command> = {
   },
   sim: { spec: SIM_COMMAND, run: (argv) => simMain(argv) },
   verify: { spec: VERIFY_COMMAND, run: (argv) => verifyMain(argv) },
+  replay: { spec: REPLAY_COMMAND, run: (argv) => replayMain(argv) },
   smoke: {
     spec: SMOKE,
     run: async (argv) => {

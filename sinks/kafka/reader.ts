@@ -1,8 +1,12 @@
 /**
- * Reads a journal topic from a start point to its end as of the moment the read began,
+ * Reads a journal topic from its log start to its end as of the moment the read began,
  * `read_committed` (aborted transactions are skipped), without a consumer group: every
  * partition is assigned directly. Used to load the sources' resume state and by
- * `tickstream verify`.
+ * `tickstream verify` and `tickstream replay`.
+ *
+ * There is no start offset or start time: record timestamps are the produce time, not the
+ * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
+ * the record key (the source) and the seq-first/seq-last headers before decoding instead.
  */
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -22,9 +26,6 @@ export interface JournalMessage {
 export interface ReadJournalOptions {
   brokers: string;
   topic: string;
-  /** Start per partition: an offset, or a UTC time (ms) looked up per partition. Default: beginning. */
-  fromOffset?: number;
-  fromTimeMs?: number;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
   /** Called once before reading with each partition's log start and end (retention moves the start). */
@@ -77,19 +78,8 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       );
       high.set(partition, w.highOffset);
       bounds.push({ partition, low: w.lowOffset, high: w.highOffset });
-      let offset = Math.max(w.lowOffset, options.fromOffset ?? 0);
-      if (options.fromTimeMs !== undefined) {
-        const found = await new Promise<{ offset: number }[]>((resolve, reject) =>
-          consumer.offsetsForTimes(
-            [{ topic: options.topic, partition, offset: options.fromTimeMs as number }],
-            10_000,
-            (err, r) => (err ? reject(err) : resolve(r as { offset: number }[])),
-          ),
-        );
-        const at = found[0]?.offset ?? -1;
-        offset = at < 0 ? w.highOffset : at;
-      }
-      if (offset < w.highOffset) assignments.push({ topic: options.topic, partition, offset });
+      if (w.lowOffset < w.highOffset)
+        assignments.push({ topic: options.topic, partition, offset: w.lowOffset });
     }
     options.onPartitions?.(bounds);
     if (assignments.length === 0) return { messages: 0 };
