@@ -388,6 +388,9 @@ export class WsServer {
       // Encoded to bytes once: uWS would convert a string again for every client.
       const json = Buffer.from(tickMessage(batch, symbol, idx));
       let binary: Uint8Array | null = null;
+      const pair = latestKey(batch.source, symbol);
+      // The snapshot a client subscribed for, as it stood before this slice (sent first below).
+      const before = this.#latest.get(pair);
       this.#setLatest(
         batch.source,
         symbol,
@@ -397,6 +400,15 @@ export class WsServer {
       for (const ws of this.#clients) {
         const c = ws.getUserData();
         if (!(c.channels.has('*') || c.channels.has(symbol) || c.channels.has(key))) continue;
+        // Its snapshot still waits for a later turn: it goes now, before the live ticks that
+        // follow it (a client must never see a snapshot older than ticks it already got).
+        if (c.snapshots.delete(pair)) {
+          this.#m.snapshotsPending.dec();
+          if (before !== undefined) {
+            ws.send(before, false);
+            this.#m.messages.inc();
+          }
+        }
         if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) {
           this.#slow(ws, c, key, batch, symbol, idx);
           continue;
