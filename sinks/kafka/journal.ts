@@ -250,10 +250,18 @@ export class KafkaJournal {
       { err: cause.message, code: cause.code, rebuild: this.#rebuilds },
       'journal producer hit a fatal, non-fencing error: rebuilding it with the same transactional.id and retrying the same records (nothing of them was ACKed)',
     );
-    const old = this.#producer;
-    await new Promise<void>((resolve) => old.disconnect(5000, () => resolve()));
+    await disconnect(this.#producer);
     for (let backoff = 500; ; backoff = Math.min(backoff * 2, 5000)) {
-      if (this.#closing) return 'retry';
+      if (this.#closing) {
+        this.#die(
+          new TickstreamError(
+            ErrorCode.SHUTTING_DOWN,
+            'the journal closed while its producer was being rebuilt: these ticks were not ACKed and stay with their EAs',
+          ),
+          batch,
+        );
+        return 'fatal';
+      }
       this.#producer = new RdKafka.Producer(this.#config);
       try {
         await this.#connect();
@@ -261,8 +269,7 @@ export class KafkaJournal {
         return 'retry';
       } catch (err) {
         const e = err as KafkaError;
-        const failed = this.#producer;
-        await new Promise<void>((resolve) => failed.disconnect(5000, () => resolve()));
+        await disconnect(this.#producer);
         if (e.code !== undefined && FENCED_CODES.has(e.code)) return this.#recover(e, batch);
         this.#setReady(false);
         await new Promise((r) => setTimeout(r, backoff));
@@ -305,7 +312,7 @@ export class KafkaJournal {
         [],
       );
     }
-    await new Promise<void>((resolve) => this.#producer.disconnect(5000, () => resolve()));
+    await disconnect(this.#producer);
   }
 
   #schedule(delay = this.#o.transactionIntervalMs): void {
@@ -418,7 +425,9 @@ export class KafkaJournal {
 
   async #recover(err: KafkaError, batch: Pending[]): Promise<'retry' | 'fatal'> {
     const fenced = err.code !== undefined && FENCED_CODES.has(err.code);
-    if (err.isFatal && !fenced && this.#rebuilds < MAX_REBUILDS) return this.#rebuild(err, batch);
+    // Not while closing: close() disconnects the producer under a transaction still in flight.
+    if (err.isFatal && !fenced && !this.#closing && this.#rebuilds < MAX_REBUILDS)
+      return this.#rebuild(err, batch);
     if (err.isFatal || fenced) {
       this.#die(
         new TickstreamError(
@@ -492,6 +501,17 @@ export class KafkaJournal {
       }),
     );
   }
+}
+
+/** Disconnects a producer; one that is not connected (any more) throws at once: nothing to do. */
+function disconnect(producer: RdKafka.Producer): Promise<void> {
+  return new Promise<void>((resolve) => {
+    try {
+      producer.disconnect(5000, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }
 
 /** Creates the journal topics when missing: ticks and bars with retention, sources compacted. */
