@@ -14,6 +14,7 @@ import {
   startCli,
   startServe,
   verifyArgs,
+  waitFor,
 } from '../helpers/procs.js';
 
 const names = isolatedNames('overload');
@@ -116,9 +117,18 @@ describe('overload for 60 s: slow journal, then a hung live sink too', () => {
     expect(max('redisQueued')).toBeLessThanOrEqual(limits.redisQueued);
     expect(max('journalBytes')).toBeLessThanOrEqual(limits.journalBytes * 1.1);
     expect(lastPeak).toBeLessThanOrEqual(firstPeak + 64);
+    // The loader runs inside this serve: let it reach the journal's end before stopping it (millions
+    // of rows; on a busy machine that takes longer than the load itself).
+    const caughtUp = await waitFor(async () => {
+      const status = (await (await fetch(`http://127.0.0.1:${serve.httpPort}/status`)).json()) as {
+        loader?: { lagRecords: number | null }[];
+      };
+      return (status.loader ?? []).length > 0 && (status.loader ?? []).every((p) => p.lagRecords === 0);
+    }, 180_000);
+    expect(caughtUp, 'the loader did not reach the journal end within 180 s').toBe(true);
     expect(await serve.stop()).toBe(0);
     // Everything Kafka accepted is whole (the terminal was killed: its un-ACKed rest was never accepted).
-    const v = await runCli([...verifyArgs(names, 120)]);
+    const v = await runCli([...verifyArgs(names, 120)], {}, 180_000);
     expect(v.code, v.output).toBe(0);
-  }, 240_000);
+  }, 540_000);
 });
