@@ -10,8 +10,8 @@ Only ``records`` is imported here; the other modules import their client library
 """
 
 from .records import RecordError, TickColumns, decode_bar, decode_tick_record, decode_ticks
-from .ticks import Bar, Tick
+from .ticks import Bar, Tick, utc_iso
 
 __version__ = "0.1.0"
 
-__all__ = ["Bar", "RecordError", "Tick", "TickColumns", "decode_bar", "decode_tick_record", "decode_ticks"]
+__all__ = ["Bar", "RecordError", "Tick", "TickColumns", "decode_bar", "decode_tick_record", "decode_ticks", "utc_iso"]

@@ -91,6 +91,7 @@ class TickClient:
         self._url = self._with_query(url, token, format)
         self._ws = None
         self._closed = False
+        self._closing: Optional[asyncio.Future] = None
 
     @staticmethod
     def _with_query(url: str, token: Optional[str], format: str) -> str:
@@ -103,10 +104,13 @@ class TickClient:
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     async def close(self) -> None:
-        """Ends ``messages()`` after the message being handled; no reconnect follows."""
+        """Starts closing: ``messages()`` yields nothing more and ends once the server has
+        answered the close; no reconnect follows. Safe to call from inside the ``async for``."""
         self._closed = True
-        if self._ws is not None:
-            await self._ws.close()
+        if self._ws is not None and self._closing is None:
+            # Not awaited here: the close handshake needs messages() to keep reading (the
+            # library stops reading while its queue of unread messages is full).
+            self._closing = asyncio.ensure_future(self._ws.close())
 
     def _keep(self, source: str, symbol: str, ticks: List[Tick]) -> List[Tick]:
         key = (source, symbol)
@@ -140,6 +144,8 @@ class TickClient:
                     await ws.send(self._first_message(resumed))
                     yield {"type": "connected", "attempt": self.connections, "resumed": resumed}
                     async for raw in ws:
+                        if self._closed:
+                            continue  # closing: drain what is on the way until the server's close
                         failures = 0
                         if isinstance(raw, bytes):
                             # One TickRecord per source and symbol slice; grouped anyway.
@@ -177,6 +183,8 @@ class TickClient:
             finally:
                 self._ws = None
             if self._closed:
+                if self._closing is not None:
+                    await self._closing
                 return
             delay = min(self.max_backoff_s, self.min_backoff_s * (2**failures))
             delay = random.uniform(delay / 2, delay)
