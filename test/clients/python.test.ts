@@ -449,16 +449,21 @@ print(json.dumps(out))`,
     const out = JSON.parse(r.stdout) as {
       pairs: [string, string][];
       ticks: PyTick[];
-      quotes: PyTick[];
+      quotes: Omit<PyTick, 'volume' | 'volume_real'>[];
       bars: Record<string, { start_ms: number; close: number; tick_count: number; last_seq: number }[]>;
       followed: number;
     };
     expect(out.pairs).toEqual(expectedPairs.map(([s, y]) => [s, y]));
     expect(out.ticks.sort(bySourceSeq)).toEqual(tsTicks);
     expect(out.followed).toBe(total);
+    expect(out.quotes.length).toBe(2);
     for (const q of out.quotes) {
-      const last = tsTicks.filter((t) => t.source === q.source).at(-1) as PyTick;
-      expect({ ...q, volume: last.volume, volume_real: last.volume_real }).toEqual(last);
+      const {
+        volume: _v,
+        volume_real: _vr,
+        ...last
+      } = tsTicks.filter((t) => t.source === q.source).at(-1) as PyTick;
+      expect(q).toEqual(last);
     }
     // Bars: the closed ones of the journal, the same minutes, closes and last seqs.
     const kafkaBars = await runPython([
@@ -561,5 +566,50 @@ print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for 
       await client.stop();
       await proxy.close();
     }
+  });
+});
+
+describe('the Python websocket client and tokens', () => {
+  const n = isolatedNames('pytok');
+  let serve: ServeProcess;
+
+  beforeAll(async () => {
+    serve = await startServe(serveArgs(n, ['--ws-tokens', 'tok-a', '--redis-enabled', 'false']));
+  });
+
+  afterAll(async () => {
+    expect(await serve?.stop()).toBe(0);
+    await removeNames([n]);
+  }, 60_000);
+
+  it('a wrong token raises AuthError at once (no retry loop); the right one subscribes', async () => {
+    const r = await runPython(
+      [
+        '-c',
+        `import asyncio, sys
+from tickstream.ws import AuthError, TickClient
+
+async def main(url):
+    try:
+        async for m in TickClient(url, ["*"], token="wrong").messages():
+            print("unexpected", m["type"])
+            return
+    except AuthError as err:
+        print("refused:", err)
+    good = TickClient(url, ["*"], token="tok-a")
+    async for m in good.messages():
+        if m["type"] == "subscribed":
+            print("subscribed", m["channels"])
+            await good.close()
+
+asyncio.run(main(sys.argv[1]))`,
+        `ws://127.0.0.1:${serve.httpPort}/ws`,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(
+      "refused: the server refused the token (401): pass a token from serve's --ws-tokens\nsubscribed ['*']\n",
+    );
   });
 });

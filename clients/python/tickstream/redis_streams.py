@@ -139,22 +139,35 @@ def follow_ticks(
                 yield _tick(source, symbol, eid, fields)
 
 
-def read_quote(r: redis.Redis, source: str, symbol: str, prefix: str = DEFAULT_PREFIX) -> Optional[Tick]:
+@dataclass(frozen=True)
+class Quote:
+    """The newest tick of a source and symbol as the quote hash holds it (no volumes)."""
+
+    source: str
+    symbol: str
+    seq: int
+    utc_msc: int
+    server_time_msc: int
+    bid: float
+    ask: float
+    last: float
+    flags: int
+
+
+def read_quote(r: redis.Redis, source: str, symbol: str, prefix: str = DEFAULT_PREFIX) -> Optional[Quote]:
     """The newest tick of a source and symbol (the quote hash), or None when there is none."""
     h = {_s(k): _s(v) for k, v in r.hgetall(quote_key(source, symbol, prefix)).items()}
     if not h:
         return None
-    return Tick(
+    return Quote(
         source=source,
-        seq=int(h["seq"]),
         symbol=symbol,
+        seq=int(h["seq"]),
         utc_msc=int(h["time"]),
         server_time_msc=int(h["server_time_msc"]),
         bid=float(h["bid"]),
         ask=float(h["ask"]),
         last=float(h["last"]),
-        volume=0,  # the quote hash holds prices, times, seq and flags only
-        volume_real=0.0,
         flags=int(h["flags"]),
     )
 
@@ -191,6 +204,7 @@ def read_bars(r: redis.Redis, source: str, symbol: str, prefix: str = DEFAULT_PR
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "Quote",
     "RedisBar",
     "bar_stream_key",
     "follow_ticks",

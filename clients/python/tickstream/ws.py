@@ -10,7 +10,8 @@ when a connection ends and the client will reconnect.
 
 Deduplication (on by default): per source and symbol, ticks at or below the highest seq
 already delivered are dropped, so the snapshot repeated after a reconnect, or a tick a
-restarted bridge publishes again, is not delivered twice.
+restarted bridge publishes again, is not delivered twice. Slow-consumer notices (``ticks``
+messages with ``"conflated": true`` and ``skipped``) are always passed on.
 
 Resume (``resume=True``): on a reconnect the client sends
 ``{"op":"resume","channels":[...],"after":{SOURCE: SEQ}}`` with the highest seq seen per
@@ -25,7 +26,7 @@ import asyncio
 import json
 import random
 from typing import AsyncIterator, Dict, List, Optional, Sequence, Tuple
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatusCode
@@ -92,11 +93,12 @@ class TickClient:
         self._ws = None
         self._closed = False
         self._closing: Optional[asyncio.Future] = None
+        self._wake: Optional[asyncio.Event] = None  # set by close() to end a backoff wait
 
     @staticmethod
     def _with_query(url: str, token: Optional[str], format: str) -> str:
         parts = urlsplit(url)
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        query = dict(parse_qsl(parts.query))
         if token is not None:
             query["token"] = token
         if format == "flatbuffers":
@@ -107,6 +109,8 @@ class TickClient:
         """Starts closing: ``messages()`` yields nothing more and ends once the server has
         answered the close; no reconnect follows. Safe to call from inside the ``async for``."""
         self._closed = True
+        if self._wake is not None:
+            self._wake.set()
         if self._ws is not None and self._closing is None:
             # Not awaited here: the close handshake needs messages() to keep reading (the
             # library stops reading while its queue of unread messages is full).
@@ -169,9 +173,9 @@ class TickClient:
                             ticks = self._keep(
                                 m["source"], m["symbol"], [_tick(m["source"], m["symbol"], t) for t in m["ticks"]]
                             )
-                            if not ticks:
-                                continue
-                            m["ticks"] = ticks
+                            if not ticks and not m.get("conflated"):
+                                continue  # every tick already delivered (a repeated snapshot)
+                            m["ticks"] = ticks  # a conflated message keeps its `skipped` count
                         yield m
                     code, reason = ws.close_code, ws.close_reason
             except InvalidStatusCode as err:
@@ -189,8 +193,12 @@ class TickClient:
             delay = min(self.max_backoff_s, self.min_backoff_s * (2**failures))
             delay = random.uniform(delay / 2, delay)
             failures += 1
+            self._wake = asyncio.Event()
             yield {"type": "disconnected", "code": code, "reason": reason, "retry_in_s": delay}
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
 
     async def ticks(self) -> AsyncIterator[Tick]:
         """Only the ticks (live and snapshot), deduplicated as configured."""
