@@ -569,12 +569,22 @@ print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for 
   });
 });
 
-describe('the Python websocket client and tokens', () => {
+describe('the Python websocket client: tokens, and a slow consumer conflated', () => {
   const n = isolatedNames('pytok');
   let serve: ServeProcess;
 
   beforeAll(async () => {
-    serve = await startServe(serveArgs(n, ['--ws-tokens', 'tok-a', '--redis-enabled', 'false']));
+    // A 64 KiB backpressure limit: a client that stops reading is conflated soon.
+    serve = await startServe(
+      serveArgs(n, [
+        '--ws-tokens',
+        'tok-a',
+        '--redis-enabled',
+        'false',
+        '--ws-max-backpressure-bytes',
+        '65536',
+      ]),
+    );
   });
 
   afterAll(async () => {
@@ -612,4 +622,77 @@ asyncio.run(main(sys.argv[1]))`,
       "refused: the server refused the token (401): pass a token from serve's --ws-tokens\nsubscribed ['*']\n",
     );
   });
+
+  it('a consumer too slow to keep up gets conflated ticks messages: every tick is delivered or counted in one skipped, in seq order per symbol', async () => {
+    const consumer = startPythonLines([
+      '-c',
+      `import asyncio, json, sys
+from tickstream.ws import TickClient
+
+async def main(url):
+    loop = asyncio.get_running_loop()
+    total = loop.run_in_executor(None, sys.stdin.readline)  # the run's tick count, once it ended
+    client = TickClient(url, ["*"], token="tok-a", max_queue=1)
+    delivered = skipped = conflated = 0
+    last = {}
+    ordered = True
+    async for m in client.messages():
+        if m["type"] == "subscribed":
+            print(json.dumps({"type": "subscribed"}), flush=True)
+        if m["type"] != "ticks":
+            continue
+        for t in m["ticks"]:
+            ordered = ordered and t.seq > last.get(t.symbol, 0)
+            last[t.symbol] = t.seq
+        delivered += len(m["ticks"])
+        skipped += m.get("skipped", 0)
+        conflated += bool(m.get("conflated"))
+        if not total.done():
+            await asyncio.sleep(0.5)  # slow while the run goes
+            continue
+        print(json.dumps({"type": "state", "delivered": delivered, "skipped": skipped,
+                          "conflated": conflated, "ordered": ordered}), flush=True)
+        if delivered + skipped >= int(total.result()):
+            await client.close()
+
+asyncio.run(main(sys.argv[1]))`,
+      `ws://127.0.0.1:${serve.httpPort}/ws`,
+    ]);
+    try {
+      expect(
+        await waitFor(() => consumer.lines.some((l) => l['type'] === 'subscribed'), 30_000),
+        consumer.stderr(),
+      ).toBe(true);
+      const sim = await runSim([
+        '--synthetic',
+        '--symbols',
+        '2',
+        '--rate',
+        '100000',
+        '--duration',
+        '2',
+        '--speed',
+        'max',
+        '--source',
+        'slowpy',
+        '--port',
+        String(serve.ingressPort),
+      ]);
+      expect(sim.code, sim.output).toBe(0);
+      const total = captured(sim.output);
+      consumer.child.stdin?.write(`${total}\n`);
+      const state = () => consumer.lines.filter((l) => l['type'] === 'state').at(-1) ?? {};
+      const sum = () => Number(state()['delivered'] ?? 0) + Number(state()['skipped'] ?? 0);
+      expect(
+        await waitFor(() => sum() >= total, 90_000),
+        `${JSON.stringify(state())} of ${total}\n${consumer.stderr()}`,
+      ).toBe(true);
+      expect(sum()).toBe(total);
+      expect(state()['ordered']).toBe(true);
+      expect(Number(state()['conflated'])).toBeGreaterThan(0);
+      expect(Number(state()['skipped'])).toBeGreaterThan(0);
+    } finally {
+      await consumer.stop();
+    }
+  }, 180_000);
 });

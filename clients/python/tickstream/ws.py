@@ -61,7 +61,10 @@ class TickClient:
     ``url``: ``ws://HOST:PORT/ws``; ``token``: sent as ``?token=`` when given;
     ``format``: ``"json"`` or ``"flatbuffers"`` (binary tick frames, decoded here);
     backoff: from ``min_backoff_s`` doubling to ``max_backoff_s``, each wait drawn uniformly
-    from [half, all] of it (jitter), reset once a connection has delivered a message.
+    from [half, all] of it (jitter), reset once a connection has delivered a message;
+    ``max_queue``: messages read ahead of the consumer at most (each may hold thousands of
+    ticks): past it the socket is not read, so the server sees a slow consumer and conflates
+    (docs/websocket.md) instead of this process buffering without bound.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class TickClient:
         dedupe: bool = True,
         min_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        max_queue: int = 32,
     ) -> None:
         if format not in ("json", "flatbuffers"):
             raise ValueError(f'format must be "json" or "flatbuffers", not {format!r}')
@@ -85,6 +89,7 @@ class TickClient:
         self.dedupe = dedupe
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_queue = max_queue
         self.connections = 0
         # Highest seq delivered per (source, symbol) and per source (what resume sends).
         self.last_seq: Dict[Tuple[str, str], int] = {}
@@ -142,7 +147,7 @@ class TickClient:
             resumed = self.resume and bool(self.last_seq_by_source)
             try:
                 # max_size=None: one message can carry thousands of ticks.
-                async with websockets.connect(self._url, max_size=None, open_timeout=10) as ws:
+                async with websockets.connect(self._url, max_size=None, max_queue=self.max_queue, open_timeout=10) as ws:
                     self._ws = ws
                     self.connections += 1
                     await ws.send(self._first_message(resumed))
