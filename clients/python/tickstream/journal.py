@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Dict, Iterator, List, Optional
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .records import decode_bar, decode_tick_record
 from .ticks import Bar, Tick
@@ -36,7 +36,6 @@ def _consumer(brokers: str, group: Optional[str], extra: Optional[Dict[str, obje
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
     }
     config.update(extra or {})
     return Consumer(config)
@@ -91,8 +90,6 @@ def read_messages(
             for msg in batch:
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
                     raise JournalError(f"reading {topic}: {err}")
                 last_progress = time.monotonic()
                 yield msg
