@@ -135,7 +135,8 @@ describe('first-seen', () => {
         continue;
       }
       const batch = rows(fromA ? 'a' : 'b', src.slice(start, start + n));
-      const step = arbiter.onTicks(batch, (at += 10));
+      at += 10;
+      const step = arbiter.onTicks(batch, at);
       for (const p of step.picks) for (const r of p.rows) out.push(start + r);
       dup += step.suppressed.get('EURUSD')?.duplicates ?? 0;
       if (fromA) ia += n;
