@@ -278,6 +278,7 @@ export function createLoader(
     instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
+    ...(config.feedGroups.length ? { mergedTopic: config.mergedTicksTopic } : {}),
     postgresUrl: config.postgresUrl,
     schema: config.postgresSchema,
     maxBatchTicks: config.loaderMaxBatchTicks,

@@ -4,6 +4,7 @@
 // journal replayed through the rules gives the same merged stream and decisions.
 import RdKafka from '@confluentinc/kafka-javascript';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FeedGroupConfig } from '../../pipeline/config.js';
 import type { Decision } from '../../pipeline/feed-arbiter.js';
@@ -15,6 +16,7 @@ import {
   isolatedNames,
   KAFKA_BROKERS,
   type Names,
+  POSTGRES_DB,
   REDIS_URL,
   removeNames,
   runSim,
@@ -76,14 +78,7 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       },
     ];
     const serve = await startServe(
-      serveArgs(n, [
-        '--feed-groups',
-        JSON.stringify(groups),
-        '--merged-ticks-topic',
-        n.mergedTopic,
-        '--loader-enabled',
-        'false',
-      ]),
+      serveArgs(n, ['--feed-groups', JSON.stringify(groups), '--merged-ticks-topic', n.mergedTopic]),
     );
     try {
       const sim = (source: string, symbol: string) =>
@@ -145,6 +140,35 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       });
       expect(replay.recomputed.ticks.length).toBe(total);
       expect(replay.recomputed).toEqual(replay.journaled);
+
+      // Postgres: ticks_merged (loaded from the merged topic) holds the merged stream, canonical
+      // symbol, each row naming its source; bars of the merged stream are in bars_1m as source merged.
+      const db = new pg.Client({ connectionString: POSTGRES_DB });
+      await db.connect();
+      try {
+        const count = async () =>
+          (
+            await db
+              .query(`select count(*)::int as n from "${n.schema}".ticks_merged`)
+              .catch(() => ({ rows: [{ n: -1 }] }))
+          ).rows[0].n as number;
+        expect(await waitFor(async () => (await count()) === total, 90_000)).toBe(true);
+        const { rows } = await db.query(
+          `select source, seq, symbol, extract(epoch from time) * 1000 as ms, bid, ask from "${n.schema}".ticks_merged order by time, seq`,
+        );
+        expect(new Set(rows.map((r) => r.symbol))).toEqual(new Set(['EURUSD']));
+        const bySourceSeq = new Map(merged.ticks.map((t) => [`${t.source}#${t.seq}`, t]));
+        for (const r of rows) {
+          const t = bySourceSeq.get(`${r.source}#${r.seq}`);
+          expect(t && Math.round(Number(r.ms)) === t.utcMsc && r.bid === t.bid && r.ask === t.ask).toBe(true);
+        }
+        const bars = await db.query(
+          `select count(*)::int as n from "${n.schema}".bars_1m where source = 'merged' and symbol = 'EURUSD'`,
+        );
+        expect(bars.rows[0].n).toBeGreaterThan(0);
+      } finally {
+        await db.end();
+      }
     } finally {
       expect(await serve.stop()).toBe(0);
     }
