@@ -2,7 +2,6 @@
 // and Redis. first-seen over two copies of a recorded export under different broker symbol
 // names; failover with the primary's sim killed (-9) mid-stream and started again; and the
 // journal replayed through the rules gives the same merged stream and decisions.
-import RdKafka from '@confluentinc/kafka-javascript';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -29,14 +28,11 @@ import {
 
 const EXPORT = `${dataDir}EURUSD_mt5_export_derived_from_histdata.csv`;
 const all: Names[] = [];
-const mergedTopics: string[] = [];
 
-function names(tag: string): Names & { mergedTopic: string } {
+function names(tag: string): Names {
   const n = isolatedNames(tag);
   all.push(n);
-  const mergedTopic = `t.${n.id}.merged`;
-  mergedTopics.push(mergedTopic);
-  return { ...n, mergedTopic };
+  return n;
 }
 
 async function readMerged(topic: string): Promise<JournalMessage[]> {
@@ -53,10 +49,6 @@ async function metric(serve: ServeProcess, line: RegExp): Promise<number | null>
 
 afterAll(async () => {
   await removeNames(all);
-  const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': KAFKA_BROKERS });
-  for (const topic of mergedTopics)
-    await new Promise<void>((resolve) => admin.deleteTopic(topic, 10_000, () => resolve()));
-  admin.disconnect();
 }, 60_000);
 
 describe('merged feeds (real serve, sims, broker, Redis)', () => {
@@ -77,9 +69,7 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
         dedupWindowMs: 2 * 86_400_000,
       },
     ];
-    const serve = await startServe(
-      serveArgs(n, ['--feed-groups', JSON.stringify(groups), '--merged-ticks-topic', n.mergedTopic]),
-    );
+    const serve = await startServe(serveArgs(n, ['--feed-groups', JSON.stringify(groups)]));
     try {
       const sim = (source: string, symbol: string) =>
         runSim([
@@ -193,14 +183,7 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       },
     ];
     const serve = await startServe(
-      serveArgs(n, [
-        '--feed-groups',
-        JSON.stringify(groups),
-        '--merged-ticks-topic',
-        n.mergedTopic,
-        '--loader-enabled',
-        'false',
-      ]),
+      serveArgs(n, ['--feed-groups', JSON.stringify(groups), '--loader-enabled', 'false']),
     );
     const sim = (source: string, durationS: number) =>
       startCli([
