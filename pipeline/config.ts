@@ -219,7 +219,7 @@ export const configShape = {
   feedGroups: feedGroups
     .default([])
     .describe(
-      'Merged per-symbol streams (JSON array): `[{"symbol":"EURUSD","policy":"failover","members":[{"source":"a","symbol":"EURUSD.a"},{"source":"b","symbol":"EURUSDm"}],"stallMs":3000,"maxLagMs":5000,"holdMs":30000,"dedupWindowMs":60000}]`; policy failover or first-seen, members in priority order',
+      'Merged per-symbol streams: JSON array of {symbol, policy (failover|first-seen), members [{source, symbol}] by priority, stallMs, maxLagMs, holdMs, dedupWindowMs}',
     ),
   mergedTicksTopic: z
     .string()
