@@ -5,6 +5,7 @@
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { FeedGroupConfig } from '../../pipeline/config.js';
 import type { Decision } from '../../pipeline/feed-arbiter.js';
 import { journaledMergedFeed, MergedHeader, replayMergedFeed } from '../../pipeline/merged-feed.js';
@@ -204,6 +205,27 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       (await fetch(`http://127.0.0.1:${serve.httpPort}/status`).then((r) => r.json())) as {
         feeds: { symbol: string; active: string | null; why: string }[];
       };
+    // A websocket client on the merged channel, subscribed before any tick.
+    const wsTicks: { time: number; bid: number; source: string; symbol: string }[] = [];
+    const ws = new WebSocket(`ws://127.0.0.1:${serve.httpPort}/ws`);
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const subscribed = new Promise((resolve) => ws.once('message', resolve));
+    ws.on('message', (data: Buffer) => {
+      const m = JSON.parse(data.toString()) as {
+        type: string;
+        source: string;
+        symbol: string;
+        ticks?: { time: number; bid: number }[];
+      };
+      if (m.type === 'ticks')
+        for (const t of m.ticks ?? [])
+          wsTicks.push({ time: t.time, bid: t.bid, source: m.source, symbol: m.symbol });
+    });
+    ws.send(JSON.stringify({ op: 'subscribe', channels: ['merged:SYN'] }));
+    await subscribed;
     try {
       // The primary first, so the merged stream starts on it.
       const a = sim('fo-a', 40);
@@ -222,6 +244,7 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       b.child.kill('SIGTERM');
       await Promise.all([a2.exited, b.exited]);
     } finally {
+      ws.close();
       expect(await serve.stop()).toBe(0);
     }
 
@@ -257,6 +280,9 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
     expect(sources.slice(0, firstB).every((s) => s === 'fo-a')).toBe(true);
     expect(sources.slice(firstB, backToA).every((s) => s === 'fo-b')).toBe(true);
     expect(new Set(merged.ticks.map((t) => t.symbol))).toEqual(new Set(['SYN']));
+    // The websocket channel merged:SYN carried the same stream.
+    expect(new Set(wsTicks.map((t) => `${t.source}:${t.symbol}`))).toEqual(new Set(['merged:SYN']));
+    expect(wsTicks.map((t) => [t.time, t.bid])).toEqual(merged.ticks.map((t) => [t.utcMsc, t.bid]));
 
     const replay = await replayMergedFeed({
       brokers: KAFKA_BROKERS,
