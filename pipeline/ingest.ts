@@ -495,6 +495,7 @@ export class Ingest implements IngressHandler {
         problem: message,
       });
       this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      this.#o.feeds?.onDown(source, 'clock');
       this.#o.logger.error({ source, reportedOffsetMs }, message);
       throw new TickstreamError(ErrorCode.TIME_ZONE, message);
     }

@@ -21,6 +21,7 @@
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import type { Bar } from '../codecs/bar.js';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import {
   decodeTickRecord,
   RecordHeader,
@@ -376,7 +377,11 @@ function rebuild(
   for (let seq = first; seq <= last; seq++) {
     if (held.has(seq)) continue;
     const hit = bySeq?.get(seq);
-    if (!hit) throw new Error(`the journal has no tick ${source}#${seq}: the range read is incomplete`);
+    if (!hit)
+      throw new TickstreamError(
+        ErrorCode.KAFKA,
+        `the ticks topic has no tick ${source}#${seq} that the merged topic names as an input: read the ticks topic that serve wrote (--ticks-topic), before retention removed that tick`,
+      );
     const [b, i] = hit;
     const name = b.symbols[b.symbolIndex[i] as number] as string;
     let k = index.get(name);
