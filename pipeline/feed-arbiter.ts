@@ -95,8 +95,13 @@ interface Member {
   problem: HealthReason | null;
 }
 
+/** One distinct tick of a first-seen group: how often each member delivered it, how often it was sent. */
 interface Copy {
-  utc: number;
+  bid: number;
+  ask: number;
+  last: number;
+  volume: number;
+  flags: number;
   sent: number;
   seen: number[];
 }
@@ -108,8 +113,13 @@ interface Group {
   why: SwitchReason | 'first-seen' | null;
   sinceMs: number | null;
   lastSentUtc: number;
-  /** first-seen: copies by key, in insertion order (pruned from the front). */
-  copies: Map<string, Copy>;
+  /** first-seen: copies by tick time (ms, minus `base`). */
+  copies: Map<number, Copy[]>;
+  /** The tick times of `copies` in insertion order from `head` on (pruned from the front). */
+  order: number[];
+  head: number;
+  /** The first tick time seen: `copies` keys are tick times minus it. */
+  base: number;
   newestUtc: number;
 }
 
@@ -136,6 +146,9 @@ export class FeedArbiter {
       sinceMs: null,
       lastSentUtc: Number.NEGATIVE_INFINITY,
       copies: new Map(),
+      order: [],
+      head: 0,
+      base: Number.NaN,
       newestUtc: Number.NEGATIVE_INFINITY,
     }));
     for (const g of this.#groups)
@@ -198,12 +211,7 @@ export class FeedArbiter {
       } else {
         for (const i of rows) {
           const utc = batch.utcMsc[i] as number;
-          const key = `${utc}|${batch.bid[i]}|${batch.ask[i]}|${batch.last[i]}|${batch.volume[i]}|${batch.flags[i]}`;
-          let copy = g.copies.get(key);
-          if (!copy) {
-            copy = { utc, sent: 0, seen: g.members.map(() => 0) };
-            g.copies.set(key, copy);
-          }
+          const copy = this.#copy(g, batch, i, utc);
           const nth = (copy.seen[member] as number) + 1;
           copy.seen[member] = nth;
           if (nth <= copy.sent) counts.duplicates++;
@@ -323,12 +331,39 @@ export class FeedArbiter {
     g.sinceMs = now;
   }
 
+  /** The copy of row i (same time, prices, volume and flags), made when new. */
+  #copy(g: Group, batch: TickRows, i: number, utc: number): Copy {
+    const bid = batch.bid[i] as number;
+    const ask = batch.ask[i] as number;
+    const last = batch.last[i] as number;
+    const volume = batch.volume[i] as number;
+    const flags = batch.flags[i] as number;
+    // Keyed relative to the first tick time seen: small integers, which Maps hash fastest.
+    if (Number.isNaN(g.base)) g.base = utc;
+    const key = utc - g.base;
+    let same = g.copies.get(key);
+    if (!same) {
+      same = [];
+      g.copies.set(key, same);
+      g.order.push(key);
+    }
+    for (const c of same)
+      if (c.bid === bid && c.ask === ask && c.last === last && c.volume === volume && c.flags === flags)
+        return c;
+    const copy: Copy = { bid, ask, last, volume, flags, sent: 0, seen: g.members.map(() => 0) };
+    same.push(copy);
+    return copy;
+  }
+
   /** Forgets copies older (tick time) than dedupWindowMs before the newest tick. */
   #prune(g: Group): void {
-    const horizon = g.newestUtc - g.cfg.dedupWindowMs;
-    for (const [key, copy] of g.copies) {
-      if (copy.utc >= horizon) break;
-      g.copies.delete(key);
+    const horizon = g.newestUtc - g.cfg.dedupWindowMs - g.base;
+    const order = g.order;
+    while (g.head < order.length && (order[g.head] as number) < horizon)
+      g.copies.delete(order[g.head++] as number);
+    if (g.head > 4096 && g.head * 2 > order.length) {
+      g.order = order.slice(g.head);
+      g.head = 0;
     }
   }
 }
