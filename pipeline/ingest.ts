@@ -108,6 +108,15 @@ export interface IngestOptions {
   logger: Logger;
   states: Map<string, SourceState>;
   crashPoint?: (name: string) => void;
+  /** Merged feeds (pipeline/merged-feed.ts): member batches in release order, sources going down. */
+  feeds?: FeedHook;
+}
+
+/** What the ingest tells the merged feeds; their records join the batch's journal entry. */
+export interface FeedHook {
+  follows(source: string): boolean;
+  onBatch(batch: TickBatch, live: TickBatch): { records: JournalRecord[]; bars: Bar[] };
+  onDown(source: string, reason: 'disconnect' | 'clock'): void;
 }
 
 export class Ingest implements IngressHandler {
@@ -467,6 +476,7 @@ export class Ingest implements IngressHandler {
       // Labelled by name even before the source holds live state (it is refused at HELLO): a
       // source with a configured rule is one of a bounded set, and the operator must see which.
       this.#o.metrics.clockMismatches.inc({ source });
+      this.#o.feeds?.onDown(source, 'clock');
       this.#o.logger.error(
         { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
         message,
@@ -485,6 +495,7 @@ export class Ingest implements IngressHandler {
         problem: message,
       });
       this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      this.#o.feeds?.onDown(source, 'clock');
       this.#o.logger.error({ source, reportedOffsetMs }, message);
       throw new TickstreamError(ErrorCode.TIME_ZONE, message);
     }
@@ -521,6 +532,7 @@ export class Ingest implements IngressHandler {
 
   onSessionClose(session: Session): void {
     this.#flush(session.source);
+    this.#o.feeds?.onDown(session.source, 'disconnect');
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
   }
 
@@ -624,6 +636,7 @@ export class Ingest implements IngressHandler {
     const bars = this.#bars.add(live);
     if (this.#bars.lateTicks > lateBefore) this.#lateTicks(source, this.#bars.lateTicks - lateBefore);
 
+    const merged = this.#o.feeds?.follows(source) ? this.#o.feeds.onBatch(batch, live) : null;
     this.#o.crashPoint?.('after-decode-before-produce');
     const ticks: JournalRecord[] = [];
     let from = 0;
@@ -645,7 +658,12 @@ export class Ingest implements IngressHandler {
     const snapshot: SourceState = { ...state, cursors: { ...state.cursors } };
     this.#appends++;
     this.#o.journal
-      .append({ ticks, bars: bars.map((b) => barRecord(b)), states: [snapshot] })
+      .append({
+        ticks,
+        bars: (merged ? [...bars, ...merged.bars] : bars).map((b) => barRecord(b)),
+        states: [snapshot],
+        ...(merged ? { merged: merged.records } : {}),
+      })
       .then(
         () => {
           this.#queuedTicks -= batch.length;

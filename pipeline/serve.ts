@@ -18,6 +18,7 @@ import type { Config } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
+import { MergedFeed } from './merged-feed.js';
 import { createPipelineMetrics } from './metrics.js';
 import { statusPageHtml } from './status-page.js';
 
@@ -65,6 +66,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
     sourcesTopic: config.sourcesTopic,
+    ...(config.feedGroups.length ? { mergedTopic: config.mergedTicksTopic } : {}),
     partitions: config.topicPartitions,
     retentionMs: config.topicRetentionHours * 3_600_000,
     transactionIntervalMs: config.transactionIntervalMs,
@@ -140,6 +142,16 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   };
   void startLoader(1000);
 
+  const feeds = config.feedGroups.length
+    ? new MergedFeed({
+        groups: config.feedGroups,
+        journal,
+        live,
+        registry,
+        logger: logger.child({ part: 'feeds' }),
+      })
+    : null;
+  feeds?.start();
   const ingest = new Ingest({
     config,
     journal,
@@ -148,6 +160,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     logger: logger.child({ part: 'ingest' }),
     states,
     ...(crashPoint ? { crashPoint } : {}),
+    ...(feeds ? { feeds } : {}),
   });
   const ingress = new IngressServer(
     {
@@ -191,6 +204,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       ticks: s.nextSeq - 1,
     })),
     loader: loaderStarted ? loader?.status() : null,
+    feeds: feeds?.status() ?? [],
   });
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
@@ -264,6 +278,7 @@ export function createLoader(
     instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
+    ...(config.feedGroups.length ? { mergedTopic: config.mergedTicksTopic } : {}),
     postgresUrl: config.postgresUrl,
     schema: config.postgresSchema,
     maxBatchTicks: config.loaderMaxBatchTicks,

@@ -50,6 +50,8 @@ export interface JournalEntry {
   ticks: JournalRecord[];
   bars: JournalRecord[];
   states: SourceState[];
+  /** Merged-feed records (pipeline/merged-feed.ts), to `mergedTopic`. */
+  merged?: JournalRecord[];
 }
 
 export interface JournalOptions {
@@ -58,6 +60,8 @@ export interface JournalOptions {
   ticksTopic: string;
   barsTopic: string;
   sourcesTopic: string;
+  /** Topic of the merged feeds (one partition); only when feed groups are configured. */
+  mergedTopic?: string;
   partitions: number;
   retentionMs: number;
   transactionIntervalMs: number;
@@ -282,6 +286,14 @@ export class KafkaJournal {
     let bytes = 0;
     for (const r of entry.ticks) bytes += r.value.length;
     for (const r of entry.bars) bytes += r.value.length;
+    for (const r of entry.merged ?? []) bytes += r.value.length;
+    if (entry.merged?.length && !this.#o.mergedTopic)
+      return Promise.reject(
+        new TickstreamError(
+          ErrorCode.INTERNAL,
+          'merged-feed records appended to a journal without mergedTopic',
+        ),
+      );
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ entry, bytes, resolve, reject });
       this.#queuedBytes += bytes;
@@ -386,6 +398,7 @@ export class KafkaJournal {
           bytes += r.value.length;
         }
         for (const r of p.entry.bars) this.#produce(this.#o.barsTopic, r);
+        for (const r of p.entry.merged ?? []) this.#produce(this.#o.mergedTopic as string, r);
         for (const s of p.entry.states) states.set(s.source, s);
         ticks += p.entry.ticks.length;
       }
@@ -518,7 +531,7 @@ function disconnect(producer: RdKafka.Producer): Promise<void> {
 export async function ensureTopics(
   o: Pick<
     JournalOptions,
-    'brokers' | 'ticksTopic' | 'barsTopic' | 'sourcesTopic' | 'partitions' | 'retentionMs'
+    'brokers' | 'ticksTopic' | 'barsTopic' | 'sourcesTopic' | 'partitions' | 'retentionMs' | 'mergedTopic'
   >,
 ): Promise<void> {
   const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': o.brokers });
@@ -538,6 +551,8 @@ export async function ensureTopics(
     await create(o.ticksTopic, o.partitions, retention);
     await create(o.barsTopic, o.partitions, retention);
     await create(o.sourcesTopic, 1, { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '0' });
+    // One partition: the merged feeds' inputs and decisions keep one order (replayable).
+    if (o.mergedTopic) await create(o.mergedTopic, 1, retention);
   } finally {
     admin.disconnect();
   }
