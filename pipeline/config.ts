@@ -179,6 +179,23 @@ export const configShape = {
   loaderMaxTickFutureDays: positive
     .default(2)
     .describe('Ticks dated more than this many days ahead are parked, not loaded (a tick dated 2999)'),
+  historyDefaultLimit: positive
+    .default(10_000)
+    .describe('Rows per history API page when the request gives no `limit`'),
+  historyMaxLimit: positive
+    .default(1_000_000)
+    .describe('Largest `limit` the history API takes (larger: 400); more rows are read page by page'),
+  historyFetchRows: positive
+    .default(5000)
+    .describe(
+      'Rows the history API and `export` fetch from the Postgres cursor at a time (and encode as one chunk)',
+    ),
+  historyMaxQueries: positive
+    .default(4)
+    .describe('History API pages streamed at once (each holds a Postgres connection); more get 503'),
+  historyStallTimeoutMs: positive
+    .default(60_000)
+    .describe('A history API client that reads nothing for this long is cut (its Postgres transaction ends)'),
   shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

@@ -1,0 +1,267 @@
+/**
+ * History reads for the HTTP API (pipeline/history-api.ts) and `tickstream export`: the ticks or
+ * 1-minute bars of one symbol in a UTC range `[from, to)`, all sources or one, in key order
+ * (ticks: time, source, seq; bars: start, source). A page is read from a server-side cursor in a
+ * read-only repeatable-read transaction, `fetchRows` rows at a time, and the caller asks for the
+ * next batch only once it has written the last: the range is never held in memory, and a reader
+ * that stops reading stops Postgres. The page's next key is computed first in the same snapshot
+ * (so the rows and the key agree even while the loader inserts).
+ *
+ * Rows come as arrays in the order of `HISTORY_COLUMNS[kind]`: times as epoch milliseconds,
+ * bigint columns as numbers (exact below 2^53: seqs, volumes and flags are far below).
+ */
+import pg from 'pg';
+import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+import { quoteIdent } from './migrate.js';
+
+export type HistoryKind = 'ticks' | 'bars';
+
+/** Column names and types of each kind, in row order (the names of the Postgres columns). */
+export const HISTORY_COLUMNS = {
+  ticks: [
+    ['source', 'text'],
+    ['seq', 'int64'],
+    ['symbol', 'text'],
+    ['time', 'time'],
+    ['server_time_msc', 'int64'],
+    ['bid', 'float64'],
+    ['ask', 'float64'],
+    ['last', 'float64'],
+    ['volume', 'int64'],
+    ['volume_real', 'float64'],
+    ['flags', 'int32'],
+  ],
+  bars: [
+    ['source', 'text'],
+    ['symbol', 'text'],
+    ['start', 'time'],
+    ['open', 'float64'],
+    ['high', 'float64'],
+    ['low', 'float64'],
+    ['close', 'float64'],
+    ['tick_count', 'int32'],
+    ['spread_min', 'float64'],
+    ['spread_max', 'float64'],
+    ['spread_avg', 'float64'],
+    ['last_open', 'float64?'],
+    ['last_high', 'float64?'],
+    ['last_low', 'float64?'],
+    ['last_close', 'float64?'],
+    ['volume', 'float64'],
+    ['last_seq', 'int64'],
+  ],
+} as const satisfies Record<HistoryKind, readonly (readonly [string, ColumnType])[]>;
+
+/** `time`: epoch ms UTC; `?`: may be null. */
+export type ColumnType = 'text' | 'int64' | 'int32' | 'float64' | 'float64?' | 'time';
+export type HistoryValue = string | number | null;
+export type HistoryRow = HistoryValue[];
+
+/** A row's place in key order; `seq` is 0 for bars (a bar's key is its start and source). */
+export interface HistoryKey {
+  timeMs: number;
+  source: string;
+  seq: number;
+}
+
+export interface HistoryRange {
+  kind: HistoryKind;
+  symbol: string;
+  /** One source only; all sources when left out. */
+  source?: string;
+  fromMs: number;
+  /** Exclusive. */
+  toMs: number;
+  /** Rows strictly after this key (the `next` of the page before). */
+  after?: HistoryKey;
+  /** Rows at most, with `next` computed; left out: the whole range (an export), `next` null. */
+  limit?: number;
+}
+
+export interface HistoryPage {
+  /** The key of the page's last row when more rows follow it in the range, else null. */
+  readonly next: HistoryKey | null;
+  /** The page's rows, a batch at a time; ends (and frees the connection) when read to the end or returned early. */
+  batches(): AsyncGenerator<HistoryRow[]>;
+  /** Frees the connection without reading (a HEAD request, an error before streaming). */
+  close(): Promise<void>;
+}
+
+export interface HistoryStoreOptions {
+  postgresUrl: string;
+  schema: string;
+  /** Pages read at once at most (Postgres connections); `open` refuses more with ERR_LIMIT. */
+  maxQueries: number;
+  /** Rows per FETCH from the cursor. */
+  fetchRows: number;
+  /** A page whose reader takes no rows for this long is ended by Postgres (idle_in_transaction_session_timeout). */
+  stallTimeoutMs: number;
+}
+
+/** int8 (oid 20) as a number rather than pg's default string. */
+const INT8 = 20;
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8 ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+const SQL: Record<HistoryKind, { select: string; table: string; time: string; order: string }> = {
+  ticks: {
+    select:
+      'source, seq, symbol, (extract(epoch from time) * 1000)::int8, server_time_msc, bid, ask, last, volume, volume_real, flags::int4',
+    table: 'ticks',
+    time: 'time',
+    order: 'time, source, seq',
+  },
+  bars: {
+    select:
+      'source, symbol, (extract(epoch from start) * 1000)::int8, open, high, low, close, tick_count, spread_min, spread_max, spread_avg, last_open, last_high, last_low, last_close, volume, last_seq',
+    table: 'bars_1m',
+    time: 'start',
+    order: 'start, source',
+  },
+};
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The WHERE clause and values of a range (the index on (symbol, time) bounds it). */
+function where(range: HistoryRange): { text: string; values: unknown[] } {
+  const t = SQL[range.kind].time;
+  const values: unknown[] = [range.symbol, iso(range.fromMs), iso(range.toMs)];
+  let text = `symbol = $1 and ${t} >= $2::timestamptz and ${t} < $3::timestamptz`;
+  if (range.source !== undefined) {
+    values.push(range.source);
+    text += ` and source = $${values.length}`;
+  }
+  const a = range.after;
+  if (a) {
+    values.push(iso(a.timeMs), a.source);
+    const at = values.length - 1;
+    // The plain bound lets the index start at the key's time; the row comparison breaks ties.
+    text += ` and ${t} >= $${at}::timestamptz`;
+    if (range.kind === 'ticks') {
+      values.push(a.seq);
+      text += ` and (time, source, seq) > ($${at}::timestamptz, $${at + 1}, $${at + 2}::int8)`;
+    } else text += ` and (start, source) > ($${at}::timestamptz, $${at + 1})`;
+  }
+  return { text, values };
+}
+
+export class HistoryStore {
+  readonly #o: HistoryStoreOptions;
+  readonly #pool: pg.Pool;
+  #open = 0;
+  /** Ends of the pages being read: `close` cuts them. */
+  readonly #ends = new Set<(err?: Error) => Promise<void>>();
+
+  constructor(options: HistoryStoreOptions) {
+    this.#o = options;
+    this.#pool = new pg.Pool({ connectionString: options.postgresUrl, max: options.maxQueries });
+    // An idle pooled connection that Postgres dropped must not end the process.
+    this.#pool.on('error', () => undefined);
+  }
+
+  /** Pages being read now. */
+  get openPages(): number {
+    return this.#open;
+  }
+
+  async open(range: HistoryRange): Promise<HistoryPage> {
+    if (this.#open >= this.#o.maxQueries)
+      throw new TickstreamError(
+        ErrorCode.LIMIT,
+        `${this.#o.maxQueries} history reads are running already (historyMaxQueries): retry in a moment`,
+      );
+    this.#open++;
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      this.#open--;
+      throw new TickstreamError(
+        ErrorCode.POSTGRES,
+        `history: cannot reach Postgres (${(err as Error).message}): check --postgres-url and that Postgres runs`,
+      );
+    }
+    const sql = SQL[range.kind];
+    const w = where(range);
+    let done = false;
+    const finish = async (err?: Error) => {
+      if (done) return;
+      done = true;
+      this.#open--;
+      this.#ends.delete(finish);
+      if (err) {
+        client.release(err);
+        return;
+      }
+      try {
+        await client.query('commit');
+        client.release();
+      } catch (e) {
+        client.release(e as Error);
+      }
+    };
+    this.#ends.add(finish);
+    let next: HistoryKey | null = null;
+    try {
+      await client.query('begin isolation level repeatable read read only');
+      await client.query(`set local search_path to ${quoteIdent(this.#o.schema)}`);
+      await client.query(
+        `set local idle_in_transaction_session_timeout = ${Math.floor(this.#o.stallTimeoutMs)}`,
+      );
+      // The page's last row, if one more follows it: that row's key is the next page's start.
+      const last =
+        range.limit === undefined
+          ? { rows: [] }
+          : await client.query({
+              text: `select source, ${range.kind === 'ticks' ? 'seq' : '0::int8'}, (extract(epoch from ${sql.time}) * 1000)::int8 from ${sql.table} where ${w.text} order by ${sql.order} offset ${range.limit - 1} limit 2`,
+              values: w.values,
+              rowMode: 'array',
+              types,
+            });
+      if (last.rows.length === 2) {
+        const [source, seq, timeMs] = last.rows[0] as [string, number, number];
+        next = { timeMs, source, seq };
+      }
+      await client.query({
+        text: `declare history_page no scroll cursor for select ${sql.select} from ${sql.table} where ${w.text} order by ${sql.order}${range.limit === undefined ? '' : ` limit ${range.limit}`}`,
+        values: w.values,
+      });
+    } catch (err) {
+      await finish(err as Error);
+      throw err;
+    }
+    const fetchRows = this.#o.fetchRows;
+    return {
+      next,
+      close: () => finish(),
+      async *batches() {
+        // finally: also when the reader returns early (a client that went away).
+        let failed: Error | undefined;
+        try {
+          for (;;) {
+            const r = await client.query({
+              text: `fetch ${fetchRows} from history_page`,
+              rowMode: 'array',
+              types,
+            });
+            if (r.rows.length) yield r.rows as HistoryRow[];
+            if (r.rows.length < fetchRows) break;
+          }
+        } catch (err) {
+          failed = err as Error;
+          throw err;
+        } finally {
+          await finish(failed);
+        }
+      },
+    };
+  }
+
+  /** Cuts the pages still being read (their readers get an error) and closes the connections. */
+  async close(): Promise<void> {
+    for (const end of [...this.#ends]) await end(new Error('serve is stopping'));
+    await this.#pool.end();
+  }
+}
