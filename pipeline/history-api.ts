@@ -206,9 +206,21 @@ export function historyRoutes(o: HistoryApiOptions): Record<HistoryKind, HttpHan
   return { ticks: handler('ticks'), bars: handler('bars') };
 }
 
+const NEWLINE = 0x0a;
+
 /** The page's bytes; returning early (client gone, HEAD) frees its connection even before the first chunk. */
 function encoded(page: HistoryPage, r: Request, counted: (rows: number) => void): AsyncIterable<Uint8Array> {
   async function* chunks(): AsyncGenerator<Uint8Array> {
+    if (r.format === 'csv') {
+      // Postgres writes the CSV itself (COPY): rows are counted by their line ends, less the header.
+      let lines = -1;
+      for await (const chunk of page.csv()) {
+        for (let at = chunk.indexOf(NEWLINE); at >= 0; at = chunk.indexOf(NEWLINE, at + 1)) lines++;
+        yield chunk;
+      }
+      counted(Math.max(lines, 0));
+      return;
+    }
     const enc = rowEncoder(r.format, r.kind);
     const head = enc.head();
     if (head.length) yield head;

@@ -1,12 +1,11 @@
 /**
- * The encodings of history rows (sinks/postgres/history.ts) for the HTTP API: CSV, JSON lines
- * and the Apache Arrow IPC stream format, each written batch by batch (a header, one chunk per
- * batch, a trailer) so a response never holds more than one batch.
+ * The encodings of history rows (sinks/postgres/history.ts) for the HTTP API: JSON lines and the
+ * Apache Arrow IPC stream format, each written batch by batch (a header, one chunk per batch, a
+ * trailer) so a response never holds more than one batch. (CSV is written by Postgres itself.)
  *
- * Times are ISO-8601 UTC with milliseconds in CSV and JSON lines, and Arrow
+ * Times are ISO-8601 UTC with milliseconds in JSON lines (as in the CSV), and Arrow
  * `Timestamp(MILLISECOND, "UTC")`; prices float64; seq, volume and server_time_msc int64; flags
- * and tick_count int32; a bar's `last_*` are empty (CSV), null (JSON) or null (Arrow) when the
- * minute had no trade.
+ * and tick_count int32; a bar's `last_*` are null when the minute had no trade.
  */
 import {
   type DataType,
@@ -49,34 +48,6 @@ export interface RowEncoder {
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const iso = (ms: number) => new Date(ms).toISOString();
-
-function csvText(v: string): string {
-  return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
-}
-
-function csvEncoder(kind: HistoryKind): RowEncoder {
-  const cols = HISTORY_COLUMNS[kind];
-  const fmt = cols.map(([, type]): ((v: unknown) => string) =>
-    type === 'text'
-      ? (v) => csvText(v as string)
-      : type === 'time'
-        ? (v) => iso(v as number)
-        : (v) => (v === null ? '' : String(v)),
-  );
-  return {
-    head: () => utf8.encode(`${cols.map(([name]) => name).join(',')}\n`),
-    rows: (rows) => {
-      let out = '';
-      for (const row of rows) {
-        for (let i = 0; i < row.length; i++)
-          out += (i ? ',' : '') + (fmt[i] as (v: unknown) => string)(row[i]);
-        out += '\n';
-      }
-      return utf8.encode(out);
-    },
-    tail: () => EMPTY,
-  };
-}
 
 function jsonlEncoder(kind: HistoryKind): RowEncoder {
   const cols = HISTORY_COLUMNS[kind];
@@ -172,6 +143,7 @@ function sameStart(a: Uint8Array, prefix: Uint8Array): boolean {
   return true;
 }
 
-export function rowEncoder(format: HistoryFormat, kind: HistoryKind): RowEncoder {
-  return format === 'csv' ? csvEncoder(kind) : format === 'jsonl' ? jsonlEncoder(kind) : arrowEncoder(kind);
+/** CSV is not here: Postgres writes it (`HistoryPage.csv`, COPY), with the same columns and times. */
+export function rowEncoder(format: Exclude<HistoryFormat, 'csv'>, kind: HistoryKind): RowEncoder {
+  return format === 'jsonl' ? jsonlEncoder(kind) : arrowEncoder(kind);
 }
