@@ -195,7 +195,7 @@ export const configShape = {
     .describe('History API pages streamed at once (each holds a Postgres connection); more get 503'),
   historyStallTimeoutMs: positive
     .default(60_000)
-    .describe('A history API client that reads nothing for this long is cut (its Postgres transaction ends)'),
+    .describe('A history API client that takes no data for this long is cut and its Postgres read ended'),
   shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

@@ -216,7 +216,6 @@ export async function exportMain(argv: string[]): Promise<number> {
     schema: config.postgresSchema,
     maxQueries: 1,
     fetchRows: config.historyFetchRows,
-    stallTimeoutMs: config.historyStallTimeoutMs,
   });
   const started = performance.now();
   try {

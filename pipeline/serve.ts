@@ -220,7 +220,6 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     schema: config.postgresSchema,
     maxQueries: config.historyMaxQueries,
     fetchRows: config.historyFetchRows,
-    stallTimeoutMs: config.historyStallTimeoutMs,
   });
   const historyHandlers = historyRoutes({
     store: history,
@@ -228,8 +227,9 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxLimit: config.historyMaxLimit,
     registry,
   });
-  ws.route(HISTORY_PATHS.ticks, historyHandlers.ticks, { auth: true });
-  ws.route(HISTORY_PATHS.bars, historyHandlers.bars, { auth: true });
+  const historyRoute = { auth: true, stallTimeoutMs: config.historyStallTimeoutMs };
+  ws.route(HISTORY_PATHS.ticks, historyHandlers.ticks, historyRoute);
+  ws.route(HISTORY_PATHS.bars, historyHandlers.bars, historyRoute);
   const httpPort = await ws.start();
   const ingressPort = await ingress.start();
   logger.info(

@@ -83,7 +83,6 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
     schema,
     maxQueries: 2,
     fetchRows: FETCH_ROWS,
-    stallTimeoutMs: 60_000,
   });
   const registry = new Registry();
   const server = new WsServer({

@@ -100,8 +100,6 @@ export interface HistoryStoreOptions {
   maxQueries: number;
   /** Rows per FETCH from the cursor. */
   fetchRows: number;
-  /** A page whose reader takes no rows for this long is ended by Postgres (idle_in_transaction_session_timeout). */
-  stallTimeoutMs: number;
 }
 
 /** int8 (oid 20) as a number rather than pg's default string. */
@@ -211,11 +209,16 @@ export class HistoryStore {
     const sql = SQL[range.kind];
     const w = whereParams(range);
     let done = false;
+    // A checked-out connection that breaks (Postgres restarted, the session killed) emits
+    // 'error' outside any query: without a listener that would end the process.
+    const broken = (err: Error) => void finish(err);
+    client.on('error', broken);
     const finish = async (err?: Error) => {
       if (done) return;
       done = true;
       this.#open--;
       this.#ends.delete(finish);
+      client.removeListener('error', broken);
       if (err) {
         client.release(err);
         return;
@@ -234,9 +237,6 @@ export class HistoryStore {
       await client.query(`set local search_path to ${quoteIdent(this.#o.schema)}`);
       // Floats in COPY's CSV: shortest exact form whatever the server's default (1: exact since Postgres 12).
       await client.query('set local extra_float_digits = 1');
-      await client.query(
-        `set local idle_in_transaction_session_timeout = ${Math.floor(this.#o.stallTimeoutMs)}`,
-      );
       // The page's last row, if one more follows it: that row's key is the next page's start.
       const last =
         range.limit === undefined

@@ -75,6 +75,8 @@ export type HttpHandler = (req: HttpRequest) => HttpResponse | Promise<HttpRespo
 export interface RouteOptions {
   /** Requires one of the websocket tokens (`?token=` or `Authorization: Bearer`), as /ws does. */
   auth?: boolean;
+  /** A streamed body whose client takes nothing for this long is cut (and its iterator returned). */
+  stallTimeoutMs?: number;
 }
 
 interface Client {
@@ -121,7 +123,7 @@ export class WsServer {
   readonly #o: WsServerOptions;
   readonly #app: uws.TemplatedApp;
   #closing = false;
-  readonly #routes = new Map<string, { handler: HttpHandler; auth: boolean }>();
+  readonly #routes = new Map<string, { handler: HttpHandler; auth: boolean; stallTimeoutMs: number }>();
   readonly #clients = new Set<Socket>();
   /** Latest tick message per pair (`latestKey`), for snapshots on subscribe. */
   readonly #latest = new Map<string, string>();
@@ -287,6 +289,8 @@ export class WsServer {
       let aborted = false;
       const head = req.getMethod() === 'head';
       let onWritable: (() => void) | null = null;
+      let path = '';
+      let stallTimeoutMs = 0;
       let abortStream: (() => void) | null = null;
       res.onAborted(() => {
         aborted = true;
@@ -322,22 +326,23 @@ export class WsServer {
             return true;
           });
           abortStream = () => void chunks.return?.();
-          void this.#pump(
-            res,
-            chunks,
-            () => aborted,
-            (wake) => {
+          void this.#pump(res, chunks, {
+            path,
+            stallTimeoutMs,
+            aborted: () => aborted,
+            waitWritable: (wake) => {
               onWritable = wake;
             },
-          );
+          });
         }
       };
       try {
-        const path = req.getUrl();
+        path = req.getUrl();
         const method = req.getMethod();
         const query = req.getQuery() ?? '';
         const route = this.#routes.get(path);
         if (!route) return reply({ status: 404, contentType: 'text/plain', body: `no route ${path}\n` });
+        stallTimeoutMs = route.stallTimeoutMs;
         const { handler } = route;
         if (method !== 'get' && !head)
           return reply(
@@ -392,16 +397,28 @@ export class WsServer {
   }
 
   route(path: string, handler: HttpHandler, options: RouteOptions = {}): void {
-    this.#routes.set(path, { handler, auth: options.auth ?? false });
+    this.#routes.set(path, {
+      handler,
+      auth: options.auth ?? false,
+      stallTimeoutMs: options.stallTimeoutMs ?? 0,
+    });
   }
 
-  /** Writes a streamed body chunk by chunk, waiting for uWS to drain when it is over backpressure. */
+  /**
+   * Writes a streamed body chunk by chunk, waiting for uWS to drain when it is over backpressure;
+   * a client that takes nothing for the route's stall timeout is cut.
+   */
   async #pump(
     res: uws.HttpResponse,
     chunks: AsyncIterator<Uint8Array>,
-    aborted: () => boolean,
-    waitWritable: (wake: () => void) => void,
+    o: {
+      path: string;
+      stallTimeoutMs: number;
+      aborted: () => boolean;
+      waitWritable: (wake: () => void) => void;
+    },
   ): Promise<void> {
+    const { aborted } = o;
     try {
       for (;;) {
         const next = await chunks.next();
@@ -414,15 +431,37 @@ export class WsServer {
         res.cork(() => {
           taken = res.write(next.value);
         });
-        if (!taken) await new Promise<void>((wake) => waitWritable(wake));
+        if (!taken && (await this.#stalled(o.stallTimeoutMs, o.waitWritable)) && !aborted()) {
+          this.#o.logger.warn(
+            { path: o.path, stallTimeoutMs: o.stallTimeoutMs },
+            'HTTP client took no data for its stall timeout: response cut',
+          );
+          res.close();
+          await chunks.return?.();
+          return;
+        }
         if (aborted()) return;
       }
     } catch (err) {
       // The status line is out already: the only honest signal left is a cut connection.
-      this.#unexpected('http', err as Error);
+      this.#o.logger.warn(
+        { path: o.path, err: (err as Error).message },
+        'a streamed HTTP response failed mid-way: connection cut (the client sees a truncated body)',
+      );
       if (!aborted()) res.close();
       await chunks.return?.();
     }
+  }
+
+  /** Waits for uWS's onWritable; true when `timeoutMs` (0: none) passed first. */
+  #stalled(timeoutMs: number, waitWritable: (wake: () => void) => void): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = timeoutMs ? setTimeout(() => resolve(true), timeoutMs) : undefined;
+      waitWritable(() => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
   }
 
   async start(): Promise<number> {
