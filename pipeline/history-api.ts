@@ -11,7 +11,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import type { HistoryKey, HistoryKind, HistoryPage, HistoryStore } from '../sinks/postgres/history.js';
 import type { HttpHandler, HttpResponse } from '../sinks/ws/server.js';
-import { CONTENT_TYPES, HISTORY_FORMATS, type HistoryFormat, rowEncoder } from './history-formats.js';
+import { arrowEncoder, CONTENT_TYPES, HISTORY_FORMATS, type HistoryFormat } from './history-formats.js';
 
 export interface HistoryApiOptions {
   store: HistoryStore;
@@ -211,17 +211,17 @@ const NEWLINE = 0x0a;
 /** The page's bytes; returning early (client gone, HEAD) frees its connection even before the first chunk. */
 function encoded(page: HistoryPage, r: Request, counted: (rows: number) => void): AsyncIterable<Uint8Array> {
   async function* chunks(): AsyncGenerator<Uint8Array> {
-    if (r.format === 'csv') {
-      // Postgres writes the CSV itself (COPY): rows are counted by their line ends, less the header.
-      let lines = -1;
-      for await (const chunk of page.csv()) {
+    if (r.format !== 'arrow') {
+      // Postgres writes CSV and JSON lines itself (COPY): rows are counted by their line ends, less CSV's header.
+      let lines = r.format === 'csv' ? -1 : 0;
+      for await (const chunk of page.text(r.format)) {
         for (let at = chunk.indexOf(NEWLINE); at >= 0; at = chunk.indexOf(NEWLINE, at + 1)) lines++;
         yield chunk;
       }
       counted(Math.max(lines, 0));
       return;
     }
-    const enc = rowEncoder(r.format, r.kind);
+    const enc = arrowEncoder(r.kind);
     const head = enc.head();
     if (head.length) yield head;
     for await (const rows of page.batches()) {

@@ -1,11 +1,10 @@
 /**
- * The encodings of history rows (sinks/postgres/history.ts) for the HTTP API: JSON lines and the
- * Apache Arrow IPC stream format, each written batch by batch (a header, one chunk per batch, a
- * trailer) so a response never holds more than one batch. (CSV is written by Postgres itself.)
- *
- * Times are ISO-8601 UTC with milliseconds in JSON lines (as in the CSV), and Arrow
- * `Timestamp(MILLISECOND, "UTC")`; prices float64; seq, volume and server_time_msc int64; flags
- * and tick_count int32; a bar's `last_*` are null when the minute had no trade.
+ * The formats of the history API (docs/history.md). CSV and JSON lines are written by Postgres
+ * itself (`HistoryPage.text`); the Apache Arrow IPC stream is encoded here, batch by batch (the
+ * schema, one record batch per fetched batch, the end marker) so a response never holds more
+ * than one batch. Arrow types: times `Timestamp(MILLISECOND, "UTC")`; prices float64; seq,
+ * volume, server_time_msc and last_seq int64; flags and tick_count int32; source and symbol
+ * utf8; a bar's `last_*` nullable (null when the minute had no trade).
  */
 import {
   type DataType,
@@ -45,35 +44,6 @@ export interface RowEncoder {
   tail(): Uint8Array;
 }
 
-const utf8 = new TextEncoder();
-const EMPTY = new Uint8Array(0);
-const iso = (ms: number) => new Date(ms).toISOString();
-
-function jsonlEncoder(kind: HistoryKind): RowEncoder {
-  const cols = HISTORY_COLUMNS[kind];
-  // `"name":` prefixes built once; values are numbers, null, or JSON strings.
-  const keys = cols.map(([name], i) => `${i ? ',' : '{'}${JSON.stringify(name)}:`);
-  const fmt = cols.map(([, type]): ((v: unknown) => string) =>
-    type === 'text'
-      ? (v) => JSON.stringify(v)
-      : type === 'time'
-        ? (v) => `"${iso(v as number)}"`
-        : (v) => (v === null ? 'null' : String(v)),
-  );
-  return {
-    head: () => EMPTY,
-    rows: (rows) => {
-      let out = '';
-      for (const row of rows) {
-        for (let i = 0; i < row.length; i++) out += keys[i] + (fmt[i] as (v: unknown) => string)(row[i]);
-        out += '}\n';
-      }
-      return utf8.encode(out);
-    },
-    tail: () => EMPTY,
-  };
-}
-
 function arrowType(type: ColumnType): DataType {
   switch (type) {
     case 'text':
@@ -99,7 +69,8 @@ export function arrowSchema(kind: HistoryKind): Schema {
 /** Arrow IPC end-of-stream marker: continuation token and a zero length. */
 const ARROW_EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
-function arrowEncoder(kind: HistoryKind): RowEncoder {
+/** Arrow IPC stream bytes: the schema message, a record batch message per batch of rows, the end marker. */
+export function arrowEncoder(kind: HistoryKind): RowEncoder {
   const schema = arrowSchema(kind);
   const cols = HISTORY_COLUMNS[kind];
   // The schema message alone: a stream writer's output for no batches, less the EOS marker.
@@ -141,9 +112,4 @@ function sameStart(a: Uint8Array, prefix: Uint8Array): boolean {
   if (a.length < prefix.length) return false;
   for (let i = 0; i < prefix.length; i++) if (a[i] !== prefix[i]) return false;
   return true;
-}
-
-/** CSV is not here: Postgres writes it (`HistoryPage.csv`, COPY), with the same columns and times. */
-export function rowEncoder(format: Exclude<HistoryFormat, 'csv'>, kind: HistoryKind): RowEncoder {
-  return format === 'jsonl' ? jsonlEncoder(kind) : arrowEncoder(kind);
 }

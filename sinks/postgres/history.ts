@@ -85,10 +85,12 @@ export interface HistoryPage {
   /** The page's rows, a batch at a time; ends (and frees the connection) when read to the end or returned early. */
   batches(): AsyncGenerator<HistoryRow[]>;
   /**
-   * The page as CSV with a header line, made by Postgres (`COPY … TO STDOUT`), in chunks of about
-   * 64 KiB: the same rows and columns as `batches`, times ISO-8601 UTC. Use it or `batches`, not both.
+   * The page as text made by Postgres (`COPY … TO STDOUT`), in chunks of about 64 KiB: CSV with a
+   * header line, or JSON lines (one object per row, keys in column order, `null` for a missing
+   * value); the same rows and columns as `batches`, times ISO-8601 UTC with milliseconds. Use it
+   * or `batches`, not both.
    */
-  csv(): AsyncGenerator<Uint8Array>;
+  text(format: 'csv' | 'jsonl'): AsyncGenerator<Uint8Array>;
   /** Frees the connection without reading (a HEAD request, an error before streaming). */
   close(): Promise<void>;
 }
@@ -110,28 +112,60 @@ const types = {
 };
 
 /** ISO-8601 UTC with milliseconds, as the API's other formats write times. */
-const isoSql = (column: string) =>
-  `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ${column}`;
+const isoText = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
-const SQL: Record<HistoryKind, { select: string; csv: string; table: string; time: string; order: string }> =
-  {
-    ticks: {
-      select:
-        'source, seq, symbol, (extract(epoch from time) * 1000)::int8, server_time_msc, bid, ask, last, volume, volume_real, flags::int4',
-      csv: `source, seq, symbol, ${isoSql('time')}, server_time_msc, bid, ask, last, volume, volume_real, flags`,
-      table: 'ticks',
-      time: 'time',
-      order: 'time, source, seq',
-    },
-    bars: {
-      select:
-        'source, symbol, (extract(epoch from start) * 1000)::int8, open, high, low, close, tick_count, spread_min, spread_max, spread_avg, last_open, last_high, last_low, last_close, volume, last_seq',
-      csv: `source, symbol, ${isoSql('start')}, open, high, low, close, tick_count, spread_min, spread_max, spread_avg, last_open, last_high, last_low, last_close, volume, last_seq`,
-      table: 'bars_1m',
-      time: 'start',
-      order: 'start, source',
-    },
-  };
+/** The CSV select list of a kind: the columns, times as ISO text. */
+function csvSelect(kind: HistoryKind): string {
+  return HISTORY_COLUMNS[kind]
+    .map(([name, type]) => (type === 'time' ? `${isoText(name)} as ${name}` : name))
+    .join(', ');
+}
+
+/**
+ * One JSON object per row, built as text in Postgres: strings through to_json (escaped), numbers
+ * in their shortest exact text form, a missing value `null`.
+ */
+function jsonSelect(kind: HistoryKind): string {
+  const parts = HISTORY_COLUMNS[kind].map(([name, type], i) => {
+    const key = `'${i ? ',' : '{'}"${name}":'`;
+    const value =
+      type === 'text'
+        ? `to_json(${name})::text`
+        : type === 'time'
+          ? `'"' || ${isoText(name)} || '"'`
+          : type === 'float64?'
+            ? `coalesce(${name}::text, 'null')`
+            : `${name}::text`;
+    return `${key} || ${value}`;
+  });
+  return `${parts.join(' || ')} || '}'`;
+}
+
+/**
+ * COPY options per text format. JSON lines go out as one CSV column whose quote and delimiter
+ * are control characters JSON text never holds raw (to_json escapes them), so nothing is quoted.
+ */
+const COPY_OPTIONS = {
+  csv: 'format csv, header',
+  jsonl: "format csv, delimiter e'\\x02', quote e'\\x01'",
+};
+
+const SQL: Record<HistoryKind, { select: string; table: string; time: string; order: string }> = {
+  ticks: {
+    select:
+      'source, seq, symbol, (extract(epoch from time) * 1000)::int8, server_time_msc, bid, ask, last, volume, volume_real, flags::int4',
+    table: 'ticks',
+    time: 'time',
+    order: 'time, source, seq',
+  },
+  bars: {
+    select:
+      'source, symbol, (extract(epoch from start) * 1000)::int8, open, high, low, close, tick_count, spread_min, spread_max, spread_avg, last_open, last_high, last_low, last_close, volume, last_seq',
+    table: 'bars_1m',
+    time: 'start',
+    order: 'start, source',
+  },
+};
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -167,8 +201,8 @@ function whereParams(range: HistoryRange): { text: string; values: unknown[] } {
   return { text, values };
 }
 
-/** Bytes a CSV chunk gathers before it is passed on (COPY sends a message per row). */
-const CSV_CHUNK_BYTES = 64 * 1024;
+/** Bytes a text chunk gathers before it is passed on (COPY sends a message per row). */
+const TEXT_CHUNK_BYTES = 64 * 1024;
 
 export class HistoryStore {
   readonly #o: HistoryStoreOptions;
@@ -263,13 +297,13 @@ export class HistoryStore {
     return {
       next,
       close: () => finish(),
-      async *csv() {
+      async *text(format) {
         // COPY takes no parameters: the values go in as escaped literals.
         const lit = (v: string | number) => (typeof v === 'number' ? String(v) : client.escapeLiteral(v));
         const limit = range.limit === undefined ? '' : ` limit ${range.limit}`;
         const copy = client.query(
           copyTo(
-            `copy (select ${sql.csv} from ${sql.table} where ${where(range, lit)} order by ${sql.order}${limit}) to stdout (format csv, header)`,
+            `copy (select ${format === 'csv' ? csvSelect(range.kind) : jsonSelect(range.kind)} from ${sql.table} where ${where(range, lit)} order by ${sql.order}${limit}) to stdout (${COPY_OPTIONS[format]})`,
           ),
         );
         let failed: Error | undefined;
@@ -279,7 +313,7 @@ export class HistoryStore {
           for await (const chunk of copy as AsyncIterable<Buffer>) {
             parts.push(chunk);
             size += chunk.length;
-            if (size < CSV_CHUNK_BYTES) continue;
+            if (size < TEXT_CHUNK_BYTES) continue;
             yield Buffer.concat(parts, size);
             parts = [];
             size = 0;
@@ -299,14 +333,20 @@ export class HistoryStore {
         // finally: also when the reader returns early (a client that went away).
         let failed: Error | undefined;
         try {
+          const fetch = () => {
+            const q = client.query({ text: `fetch ${fetchRows} from history_page`, rowMode: 'array', types });
+            // Awaited below; this only keeps a prefetch abandoned by an early return from being unhandled.
+            q.catch(() => undefined);
+            return q;
+          };
+          // One batch ahead: Postgres reads the next rows while the reader sends these (two in memory at most).
+          let pending = fetch();
           for (;;) {
-            const r = await client.query({
-              text: `fetch ${fetchRows} from history_page`,
-              rowMode: 'array',
-              types,
-            });
+            const r = await pending;
+            const more = r.rows.length === fetchRows;
+            if (more) pending = fetch();
             if (r.rows.length) yield r.rows as HistoryRow[];
-            if (r.rows.length < fetchRows) break;
+            if (!more) break;
           }
         } catch (err) {
           failed = err as Error;
