@@ -149,17 +149,18 @@ export async function exportParquet(o: ExportOptions): Promise<ExportResult> {
         fromMs: Math.max(start, o.fromMs),
         toMs: Math.min(start + DAY_MS, o.toMs),
       });
-      let writer: ParquetWriter | null = null;
+      // Created with the first row group: a day without rows gets no file.
+      const file: { writer?: ParquetWriter } = {};
       let rows = 0;
       let group: HistoryRow[] = [];
-      const flush = () => {
-        writer ??= new ParquetWriter({
+      const flush = async () => {
+        file.writer ??= new ParquetWriter({
           writer: fileWriter(partial),
           schema,
           codec: 'SNAPPY',
           createdBy: 'tickstream',
         });
-        void writer.write({ columnData: columnData(o.kind, group), rowGroupSize: o.rowGroupRows });
+        await file.writer.write({ columnData: columnData(o.kind, group), rowGroupSize: o.rowGroupRows });
         group = [];
       };
       try {
@@ -167,13 +168,12 @@ export async function exportParquet(o: ExportOptions): Promise<ExportResult> {
           rows += batch.length;
           for (const row of batch) {
             group.push(row);
-            if (group.length === o.rowGroupRows) flush();
+            if (group.length === o.rowGroupRows) await flush();
           }
         }
-        if (group.length) flush();
-        const w = writer as ParquetWriter | null;
-        if (!w) continue;
-        void w.finish();
+        if (group.length) await flush();
+        if (!file.writer) continue;
+        await file.writer.finish();
         renameSync(partial, path);
         files.push({ path, rows, bytes: statSync(path).size });
       } catch (err) {

@@ -323,6 +323,21 @@ describe('history API and Parquet export (real serve, sim, Postgres)', () => {
     }
   });
 
+  it('an unknown symbol is an empty range in every format, not an error', async () => {
+    const params = { symbol: 'NOSUCH', from: '2023-02-20', to: '2023-02-21' };
+    const csv = await get('/api/v1/ticks', params);
+    expect(csv.status).toBe(200);
+    expect(await csv.text()).toBe(
+      'source,seq,symbol,time,server_time_msc,bid,ask,last,volume,volume_real,flags\n',
+    );
+    expect(await (await get('/api/v1/bars', { ...params, format: 'jsonl' })).text()).toBe('');
+    const arrow = tableFromIPC(
+      new Uint8Array(await (await get('/api/v1/ticks', { ...params, format: 'arrow' })).arrayBuffer()),
+    );
+    expect(arrow.numRows).toBe(0);
+    expect(arrow.schema.fields).toHaveLength(11);
+  });
+
   it('HEAD answers the headers without a body and frees its Postgres read', async () => {
     const res = await fetch(
       url('/api/v1/ticks', { symbol: 'BTCUSD', from: '2023-02-20', to: '2023-02-21' }),
