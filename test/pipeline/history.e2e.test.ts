@@ -2,7 +2,9 @@
 // serve fed by sim from the shared tick files, compared with the rows of `ticks` and `bars_1m`
 // read straight from Postgres. Two sources stream the same BTCUSD file (every time comes twice:
 // the order's tie-break by source and seq is exercised), a third one EURUSD across two UTC days.
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -25,6 +27,7 @@ import {
 } from '../helpers/procs.js';
 
 const TOKEN = 'history-test-token';
+const STALL_MS = 2000;
 const BTC = `${dataDir}dukascopy_BTCUSD_ticks_20230220T12_14_utc.csv`;
 const EUR = `${dataDir}histdata_EURUSD_T_20200101_nautilus.csv`;
 
@@ -101,7 +104,18 @@ describe('history API and Parquet export (real serve, sim, Postgres)', () => {
   }
 
   beforeAll(async () => {
-    serve = await startServe(serveArgs(n, ['--ws-tokens', TOKEN, '--history-fetch-rows', '700']));
+    serve = await startServe(
+      serveArgs(n, [
+        '--ws-tokens',
+        TOKEN,
+        '--history-fetch-rows',
+        '700',
+        '--history-max-queries',
+        '2',
+        '--history-stall-timeout-ms',
+        String(STALL_MS),
+      ]),
+    );
     const sim = (file: string, source: string) =>
       runSim(['--file', file, '--source', source, '--port', String(serve.ingressPort)]);
     const results = await Promise.all([sim(BTC, 'ha'), sim(BTC, 'hb'), sim(EUR, 'hc')]);
@@ -363,6 +377,10 @@ describe('history API and Parquet export (real serve, sim, Postgres)', () => {
       const first = await res.body?.getReader().read();
       expect(first?.value?.length).toBeGreaterThan(0);
       ac.abort();
+      // Two reads at most (--history-max-queries 2): each is freed before the next request.
+      expect(
+        await waitFor(async () => gauge(await scrape(serve.httpPort), 'tickstream_history_open_reads') === 0),
+      ).toBe(true);
     }
     expect(
       await waitFor(async () => gauge(await scrape(serve.httpPort), 'tickstream_history_open_reads') === 0),
@@ -370,6 +388,43 @@ describe('history API and Parquet export (real serve, sim, Postgres)', () => {
     const whole = await get('/api/v1/ticks', { ...params, format: 'jsonl' });
     expect(parseJsonl(await whole.text())).toHaveLength(2 * 14_716);
   });
+
+  it('clients that stop reading hold their reads until the stall timeout cuts them; meanwhile a third read gets 503', async () => {
+    // More bytes than loopback's socket buffers hold (about 6 MB of JSON lines), so the server
+    // meets backpressure from clients that never read.
+    const path = `/api/v1/ticks?${new URLSearchParams({ symbol: 'BTCUSD', from: '2023-02-20', to: '2023-02-21', limit: '100000', format: 'jsonl', token: TOKEN })}`;
+    const stalled = [0, 1].map(() => {
+      const socket = connect(serve.httpPort, '127.0.0.1');
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      socket.pause();
+      return { socket, closed: once(socket, 'close') };
+    });
+    const reads = async () => gauge(await scrape(serve.httpPort), 'tickstream_history_open_reads');
+    expect(await waitFor(async () => (await reads()) === 2)).toBe(true);
+    const busy = await get('/api/v1/ticks', {
+      symbol: 'BTCUSD',
+      from: '2023-02-20T13:00Z',
+      to: '2023-02-20T13:01Z',
+    });
+    expect(busy.status).toBe(503);
+    expect(((await busy.json()) as { error: { code: string } }).error.code).toBe('ERR_LIMIT');
+    // Cut by the server, not by the test: the reads are freed, and the sockets, once read
+    // again, find their connections closed.
+    expect(await waitFor(async () => (await reads()) === 0)).toBe(true);
+    expect(serve.output()).toContain('HTTP client took no data for its stall timeout: response cut');
+    for (const s of stalled) {
+      s.socket.on('error', () => undefined); // a reset, after the cut
+      s.socket.resume();
+    }
+    await Promise.all(stalled.map((s) => s.closed));
+    const after = await get('/api/v1/ticks', {
+      symbol: 'BTCUSD',
+      from: '2023-02-20T13:00Z',
+      to: '2023-02-20T13:01Z',
+    });
+    expect(after.status).toBe(200);
+    await after.text();
+  }, 30_000);
 
   it('export writes one Parquet file per symbol and UTC day that DuckDB reads back equal to the rows', async () => {
     const out = join(dir, 'parquet');
