@@ -291,7 +291,11 @@ export class HistoryStore {
       });
     } catch (err) {
       await finish(err as Error);
-      throw err;
+      throw new TickstreamError(
+        ErrorCode.POSTGRES,
+        `history: Postgres refused the read (${(err as Error).message}): are the tables there yet (the loader creates them at its start) and --postgres-schema right?`,
+        { cause: err },
+      );
     }
     const fetchRows = this.#o.fetchRows;
     return {
