@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { createServerClock } from '../codecs/server-clock.js';
+import { MERGED_SOURCE } from '../sinks/postgres/history.js';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positive = z.coerce.number().int().positive();
@@ -97,8 +98,8 @@ const feedGroups = z.preprocess(
   }),
 );
 
-/** The `source` of merged streams in Redis keys, websocket channels and bars. */
-export const MERGED_SOURCE = 'merged';
+/** The `source` of merged streams in Redis keys, websocket channels, bars and the history API. */
+export { MERGED_SOURCE };
 
 function splitPair(item: string): [string, string] {
   const at = item.indexOf('=');
@@ -253,6 +254,23 @@ export const configShape = {
   loaderMaxTickFutureDays: positive
     .default(2)
     .describe('Ticks dated more than this many days ahead are parked, not loaded (a tick dated 2999)'),
+  historyDefaultLimit: positive
+    .default(10_000)
+    .describe('Rows per history API page when the request gives no `limit`'),
+  historyMaxLimit: positive
+    .default(1_000_000)
+    .describe('Largest `limit` the history API takes (larger: 400); more rows are read page by page'),
+  historyFetchRows: positive
+    .default(5000)
+    .describe(
+      'Rows the history API and `export` fetch from the Postgres cursor at a time (and encode as one chunk)',
+    ),
+  historyMaxQueries: positive
+    .default(4)
+    .describe('History API pages streamed at once (each holds a Postgres connection); more get 503'),
+  historyStallTimeoutMs: positive
+    .default(60_000)
+    .describe('A history API client that takes no data for this long is cut and its Postgres read ended'),
   shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

@@ -11,11 +11,13 @@ import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
 import { readSourceStates } from '../sinks/kafka/reader.js';
+import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
 import type { Config } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
+import { HISTORY_PATHS, historyRoutes } from './history-api.js';
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
 import { MergedFeed } from './merged-feed.js';
@@ -226,6 +228,22 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     body: JSON.stringify(status()),
   }));
   ws.route('/', () => ({ status: 200, contentType: 'text/html; charset=utf-8', body: statusPageHtml }));
+  // The history API reads Postgres on its own connections, apart from the loader's (docs/history.md).
+  const history = new HistoryStore({
+    postgresUrl: config.postgresUrl,
+    schema: config.postgresSchema,
+    maxQueries: config.historyMaxQueries,
+    fetchRows: config.historyFetchRows,
+  });
+  const historyHandlers = historyRoutes({
+    store: history,
+    defaultLimit: config.historyDefaultLimit,
+    maxLimit: config.historyMaxLimit,
+    registry,
+  });
+  const historyRoute = { auth: true, stallTimeoutMs: config.historyStallTimeoutMs };
+  ws.route(HISTORY_PATHS.ticks, historyHandlers.ticks, historyRoute);
+  ws.route(HISTORY_PATHS.bars, historyHandlers.bars, historyRoute);
   const httpPort = await ws.start();
   const ingressPort = await ingress.start();
   logger.info(
@@ -255,6 +273,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       await journal.close(2000);
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
+      await history.close();
       clearInterval(watchdog);
       stopped = true;
       if (loaderStarted) await loader?.close();

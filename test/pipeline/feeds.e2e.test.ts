@@ -157,6 +157,19 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
           `select count(*)::int as n from "${n.schema}".bars_1m where source = 'merged' and symbol = 'EURUSD'`,
         );
         expect(bars.rows[0].n).toBeGreaterThan(0);
+
+        // The history API reads the merged stream as source=merged: exactly the rows of ticks_merged.
+        const res = await fetch(
+          `http://127.0.0.1:${serve.httpPort}/api/v1/ticks?symbol=EURUSD&source=merged&from=0&to=${Date.now() + 86_400_000}&format=jsonl&limit=${total + 10}`,
+        );
+        expect(res.status).toBe(200);
+        const lines = (await res.text())
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as { source: string; seq: number });
+        expect(lines.map((l) => `${l.source}#${l.seq}`).sort()).toEqual(
+          rows.map((r) => `${r.source}#${r.seq}`).sort(),
+        );
       } finally {
         await db.end();
       }
