@@ -138,7 +138,10 @@ export async function readSourceStates(options: {
       brokers: options.brokers,
       topic: options.sourcesTopic,
       onMessages: (messages) => {
-        for (const m of messages) states.set(m.key, JSON.parse(m.value.toString('utf8')) as SourceState);
+        // Claims (`claim:<source>`, sinks/kafka/source-log.ts) are not states.
+        for (const m of messages)
+          if (!m.key.startsWith('claim:'))
+            states.set(m.key, JSON.parse(m.value.toString('utf8')) as SourceState);
       },
     });
   } catch (err) {

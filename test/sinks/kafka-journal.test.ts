@@ -72,7 +72,7 @@ describe('KafkaJournal', () => {
   it('commits every appended record once, per-source order kept in one partition, states readable', async () => {
     const j = journal();
     await j.start();
-    const appends: Promise<void>[] = [];
+    const appends: Promise<unknown>[] = [];
     for (let i = 0; i < 60; i++) {
       const source = `src${i % 3}`;
       appends.push(
