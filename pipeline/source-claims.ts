@@ -14,6 +14,12 @@ import { type FenceItem, fencedSources, type SourceLog } from '../sinks/kafka/so
 
 /** Claims of one HELLO that lose a race with another bridge's claim are retried this often. */
 const CLAIM_ATTEMPTS = 3;
+/**
+ * A claim's reads (outside any transaction of ours) wait this long for a transaction that holds
+ * the sources partition: past Kafka's abort of a dead bridge's transaction (transaction.timeout.ms
+ * 30 s + the broker's 10 s check), so a HELLO waits it out rather than failing.
+ */
+const CLAIM_STALL_MS = 60_000;
 
 /** What claims need of the sources log (a fake in tests). */
 export type ClaimLog = Pick<SourceLog, 'readTo' | 'readToEnd' | 'claimEpoch' | 'claim' | 'state'>;
@@ -79,7 +85,7 @@ export class SourceClaims implements TransactionFence {
     const journal = this.#journal;
     if (!journal) throw new TickstreamError(ErrorCode.INTERNAL, 'source claims used before attach()');
     for (let attempt = 1; ; attempt++) {
-      await this.#o.log.readToEnd();
+      await this.#o.log.readToEnd(CLAIM_STALL_MS);
       const epoch = this.#o.log.claimEpoch(source) + 1;
       try {
         const committed = await journal.append({
@@ -88,7 +94,7 @@ export class SourceClaims implements TransactionFence {
           states: [],
           claims: [{ source, epoch, owner: this.#o.owner }],
         });
-        await this.#o.log.readTo(committed.sourcesOffset + 1);
+        await this.#o.log.readTo(committed.sourcesOffset + 1, CLAIM_STALL_MS);
       } catch (err) {
         if (
           err instanceof TickstreamError &&

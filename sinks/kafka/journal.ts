@@ -25,6 +25,11 @@
  *   so the event loop is not woken per record.
  * - Records of one source share its key and partition (`murmur2_random`, as Java clients), so
  *   per-source order holds.
+ * - Source fencing (`fence`, docs/architecture.md "Sources that move between bridges"): a
+ *   transaction that writes source states or claims waits for its sources records' offsets
+ *   (delivery reports, on for this only), lets the fence read the sources partition up to the
+ *   first of them, and leaves out — rejected with ERR_SOURCE_FENCED — the appends of sources
+ *   another bridge has claimed since; the rest is retried at once.
  */
 import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';

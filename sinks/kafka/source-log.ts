@@ -147,16 +147,19 @@ export class SourceLog {
     return this.#claims.get(source);
   }
 
-  /** Reads until every record below `offset` is applied (waits for transactions holding it). */
-  readTo(offset: number): Promise<void> {
-    const run = this.#chain.then(() => this.#readTo(offset));
+  /**
+   * Reads until every record below `offset` is applied (waits for transactions holding it);
+   * throws after `stallTimeoutMs` without progress.
+   */
+  readTo(offset: number, stallTimeoutMs = this.#o.stallTimeoutMs): Promise<void> {
+    const run = this.#chain.then(() => this.#readTo(offset, stallTimeoutMs));
     this.#chain = run.catch(() => undefined);
     return run;
   }
 
   /** Reads to the partition's end as of now. */
-  async readToEnd(): Promise<void> {
-    await this.readTo(await this.#watermark('high'));
+  async readToEnd(stallTimeoutMs = this.#o.stallTimeoutMs): Promise<void> {
+    await this.readTo(await this.#watermark('high'), stallTimeoutMs);
   }
 
   async close(): Promise<void> {
@@ -166,7 +169,7 @@ export class SourceLog {
     await new Promise((resolve) => this.#consumer.disconnect(resolve));
   }
 
-  async #readTo(offset: number): Promise<void> {
+  async #readTo(offset: number, stallTimeoutMs: number): Promise<void> {
     let lastProgress = Date.now();
     while (this.#next < offset) {
       if (this.#closed)
@@ -183,10 +186,10 @@ export class SourceLog {
       const [p] = this.#consumer.position([{ topic: this.#o.sourcesTopic, partition: 0 }]);
       if (p?.offset !== undefined && p.offset >= 0) this.#next = Math.max(this.#next, p.offset);
       if (this.#next > before) lastProgress = Date.now();
-      else if (Date.now() - lastProgress > this.#o.stallTimeoutMs)
+      else if (Date.now() - lastProgress > stallTimeoutMs)
         throw new TickstreamError(
           ErrorCode.KAFKA,
-          `reading ${this.#o.sourcesTopic} made no progress for ${this.#o.stallTimeoutMs} ms before offset ${offset} (at ${this.#next}): a transaction of some bridge holds it open (a paused bridge's is aborted by Kafka after transaction.timeout.ms)`,
+          `reading ${this.#o.sourcesTopic} made no progress for ${stallTimeoutMs} ms before offset ${offset} (at ${this.#next}): a transaction of some bridge holds it open (a paused bridge's is aborted by Kafka after transaction.timeout.ms)`,
         );
     }
   }
