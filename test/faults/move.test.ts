@@ -177,6 +177,13 @@ describe('a source moves between two running bridges', () => {
     expect(await waitFor(async () => (await metric(b, 'tickstream_ingress_connections')) >= 1, 30_000)).toBe(
       true,
     );
+    // While A stays stopped, B's claim cannot pass A's open transaction (unless the SIGSTOP
+    // landed between two of A's transactions): give it 5 s, then let A go on.
+    const claimedWhileStopped = await waitFor(
+      async () => (await metric(b, 'tickstream_source_claims_total')) >= 1,
+      5000,
+    );
+    const contAt = Date.now();
     a.proc.child.kill('SIGCONT');
 
     // A's pending transaction commits (it began before the claim); B resumes after it; A's
@@ -185,6 +192,11 @@ describe('a source moves between two running bridges', () => {
       await waitFor(async () => (await metric(b, 'tickstream_source_claims_total')) >= 1, 90_000),
       b.proc.output().slice(-2000),
     ).toBe(true);
+    process.stderr.write(
+      claimedWhileStopped
+        ? 'fence: B claimed while A was stopped (the SIGSTOP landed between two of its transactions)\n'
+        : `fence: B's claim waited for A's open transaction; it completed ${Date.now() - contAt} ms after SIGCONT\n`,
+    );
     expect(
       await waitFor(async () => (await metric(a, 'tickstream_source_fenced_total')) >= 1, 60_000),
       a.proc.output().slice(-3000),
