@@ -21,8 +21,9 @@
  *   commit with INVALID_TXN_STATE only when the transaction was not committed (it was aborted
  *   or is gone), and nothing of it was ACKed. At most MAX_REBUILDS in a row without a commit,
  *   then it stops as for fencing.
- * - No delivery reports: a committed transaction already means every record in it is stored,
- *   so the event loop is not woken per record.
+ * - No delivery reports without fencing: a committed transaction already means every record in
+ *   it is stored, so the event loop is not woken per record. With fencing they are on (only the
+ *   sources records' offsets are used; no cost measured, docs/architecture.md).
  * - Records of one source share its key and partition (`murmur2_random`, as Java clients), so
  *   per-source order holds.
  * - Source fencing (`fence`, docs/architecture.md "Sources that move between bridges"): a
@@ -258,7 +259,7 @@ export class KafkaJournal {
     this.#setReady(true);
   }
 
-  /** A producer; with fencing, its delivery reports settle the offsets #produceTracked waits for. */
+  /** A producer; with fencing, its delivery reports settle the offsets #produceSources waits for. */
   #newProducer(): RdKafka.Producer {
     const producer = new RdKafka.Producer(this.#config);
     if (this.#o.fence)

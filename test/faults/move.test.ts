@@ -49,6 +49,26 @@ interface Bridge {
   proc: ServeProcess;
 }
 
+/**
+ * Every transaction of the bridge stays open 6 s between its fence check and its commit; past
+ * 5 s an open transaction makes the bridge report not ready (tickstream_ready 0), so a test can
+ * SIGSTOP it right there.
+ */
+const SLOW_COMMIT = { TICKSTREAM_SLOW_AT: 'journal-commit', TICKSTREAM_SLOW_MS: '6000' };
+
+/** Waits until the bridge is inside an open transaction (see SLOW_COMMIT), then SIGSTOPs it. */
+async function stopMidTransaction(b: Bridge): Promise<void> {
+  const scraped = async () => {
+    try {
+      return gauge(await scrape(b.http), 'tickstream_ready');
+    } catch {
+      return Number.NaN;
+    }
+  };
+  expect(await waitFor(async () => (await scraped()) === 0, 60_000)).toBe(true);
+  b.proc.child.kill('SIGSTOP');
+}
+
 async function startBridge(names: Names, tag: string, env: Record<string, string> = {}): Promise<Bridge> {
   const [ingress, http] = (await freePorts(2)) as [number, number];
   let args = withPorts(serveArgs(names), ingress, http);
@@ -161,16 +181,12 @@ describe('a source moves between two running bridges', () => {
   it('a bridge paused (SIGSTOP) mid-transaction is fenced when it resumes: it never commits for the moved source', async () => {
     const names = isolatedNames('fence');
     cleanups.push(names);
-    // A holds every transaction open 1.5 s between its fence check and its commit: a SIGSTOP
-    // lands there, with more ticks accepted behind it.
-    const a = await startBridge(names, 'a', {
-      TICKSTREAM_SLOW_AT: 'journal-commit',
-      TICKSTREAM_SLOW_MS: '1500',
-    });
+    // A is stopped between its fence check and its commit, with more ticks accepted behind it.
+    const a = await startBridge(names, 'a', SLOW_COMMIT);
     const b = await startBridge(names, 'b');
     const sim = runSim(simArgs('fz1', [a, b], 20), 180_000);
-    expect(await waitFor(async () => (await committed(a, 'fz1')) > 0, 30_000)).toBe(true);
-    a.proc.child.kill('SIGSTOP');
+    expect(await waitFor(async () => (await committed(a, 'fz1')) > 0, 60_000)).toBe(true);
+    await stopMidTransaction(a);
 
     // The sim hears nothing from A for its heartbeat timeout and moves to B, whose claim waits
     // for A's open transaction (it holds the sources partition's last stable offset).
@@ -207,5 +223,41 @@ describe('a source moves between two running bridges', () => {
     // Both bridges are still up: fencing closes a source, not the bridge.
     expect(a.proc.child.exitCode).toBeNull();
     expect(b.proc.child.exitCode).toBeNull();
+  }, 420_000);
+
+  it('a bridge paused past transaction.timeout.ms: Kafka aborts its transaction, the source moves without it, and it never commits for it', async () => {
+    const names = isolatedNames('fencelong');
+    cleanups.push(names);
+    const a = await startBridge(names, 'a', SLOW_COMMIT);
+    const b = await startBridge(names, 'b');
+    const sim = runSim(simArgs('fl1', [a, b], 90), 240_000);
+    expect(await waitFor(async () => (await committed(a, 'fl1')) > 0, 60_000)).toBe(true);
+    await stopMidTransaction(a);
+    const stoppedAt = Date.now();
+    // B claims while A is still stopped: only once Kafka has aborted A's open transaction.
+    expect(
+      await waitFor(async () => (await metric(b, 'tickstream_source_claims_total')) >= 1, 90_000),
+      b.proc.output().slice(-2000),
+    ).toBe(true);
+    process.stderr.write(
+      `fence: B claimed ${Date.now() - stoppedAt} ms after A's SIGSTOP, A still stopped\n`,
+    );
+    a.proc.child.kill('SIGCONT');
+    // A's transaction is gone: whatever it still holds of the source is fenced or, if its
+    // producer is fenced by the abort, its journal stops and the bridge exits non-zero.
+    expect(
+      await waitFor(
+        async () =>
+          a.proc.child.exitCode !== null || (await metric(a, 'tickstream_source_fenced_total')) >= 1,
+        60_000,
+      ),
+      a.proc.output().slice(-3000),
+    ).toBe(true);
+    process.stderr.write(
+      `fence: after SIGCONT A ${a.proc.child.exitCode !== null ? `exited with ${a.proc.child.exitCode}` : 'is up, the source fenced'}\n`,
+    );
+    const r = await sim;
+    expect(r.code, r.output).toBe(0);
+    await expectExactlyOnce(names, 'fl1', r.output);
   }, 420_000);
 });
