@@ -150,7 +150,10 @@ export const configShape = {
   kafkaBrokers: z.string().default('127.0.0.1:9092').describe('Kafka bootstrap servers'),
   ticksTopic: z.string().default('mt5.ticks').describe('Journal topic for tick records'),
   barsTopic: z.string().default('mt5.bars.1m').describe('Topic for closed 1-minute bars'),
-  sourcesTopic: z.string().default('mt5.sources').describe("Compacted topic with each source's resume state"),
+  sourcesTopic: z
+    .string()
+    .default('mt5.sources')
+    .describe("Compacted topic with each source's resume state and claims (one partition)"),
   topicPartitions: positive.default(6).describe('Partitions for new tick/bar topics'),
   topicRetentionHours: positive.default(24 * 7).describe('Retention of tick/bar topics'),
   transactionIntervalMs: positive

@@ -10,7 +10,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
-import { readSourceStates } from '../sinks/kafka/reader.js';
+import { SourceLog } from '../sinks/kafka/source-log.js';
 import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
@@ -22,6 +22,7 @@ import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
 import { MergedFeed } from './merged-feed.js';
 import { createPipelineMetrics } from './metrics.js';
+import { SourceClaims } from './source-claims.js';
 import { statusPageHtml } from './status-page.js';
 
 export interface Running {
@@ -30,6 +31,13 @@ export interface Running {
   registry: Registry;
   stop(reason?: string): Promise<void>;
 }
+
+/**
+ * A read of the sources topic (a fence check, a claim) gives up after this long without
+ * progress: the transaction retries. A bridge that died mid-transaction holds it until Kafka
+ * aborts that transaction (transaction.timeout.ms).
+ */
+const SOURCES_STALL_MS = 20_000;
 
 const LOOPBACK = /^(127\.|::1$|localhost$)/;
 
@@ -62,9 +70,21 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     );
   }
 
+  const transactionalId = `tickstream-${config.instanceId}`;
+  const sourceLog = new SourceLog({
+    brokers: config.kafkaBrokers,
+    sourcesTopic: config.sourcesTopic,
+    stallTimeoutMs: SOURCES_STALL_MS,
+  });
+  const claims = new SourceClaims({
+    log: sourceLog,
+    owner: transactionalId,
+    registry,
+    logger: logger.child({ part: 'claims' }),
+  });
   const journal = new KafkaJournal({
     brokers: config.kafkaBrokers,
-    transactionalId: `tickstream-${config.instanceId}`,
+    transactionalId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
     sourcesTopic: config.sourcesTopic,
@@ -76,13 +96,19 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxQueuedBytes: config.maxJournalQueuedBytes,
     registry,
     logger: logger.child({ part: 'journal' }),
+    fence: claims,
     ...(crashPoint ? { crashPoint } : {}),
     ...(failPoint ? { failPoint } : {}),
     ...(slowPoint ? { slowPoint } : {}),
   });
+  claims.attach(journal);
   await journal.start();
-  const states = await readSourceStates({ brokers: config.kafkaBrokers, sourcesTopic: config.sourcesTopic });
-  logger.info({ sources: states.size }, 'resume state loaded from the journal');
+  await sourceLog.start();
+  const states = sourceLog.states();
+  logger.info(
+    { sources: states.size },
+    'resume state loaded from the journal (each source is read again at its HELLO)',
+  );
 
   const live: LiveSink[] = [];
   let redis: RedisSink | null = null;
@@ -160,6 +186,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     live,
     metrics,
     logger: logger.child({ part: 'ingest' }),
+    claims,
     states,
     ...(crashPoint ? { crashPoint } : {}),
     ...(feeds ? { feeds } : {}),
@@ -271,6 +298,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
         logger.warn('drain deadline passed: un-ACKed ticks stay with their EAs and will be resent');
       ingress.closeAll(ErrorCode.SHUTTING_DOWN, 'the bridge is shutting down: reconnect later');
       await journal.close(2000);
+      await sourceLog.close();
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
       await history.close();
