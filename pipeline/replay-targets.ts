@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import { createWriteStream, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { destination, pino } from 'pino';
 import { Registry } from 'prom-client';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
@@ -159,6 +160,9 @@ export class StreamTarget implements ReplayTarget {
   }
 }
 
+/** How often a replay waiting for room in the Redis sink's queue looks again. */
+const QUEUE_POLL_MS = 2;
+
 const counterValue = async (registry: Registry, name: string): Promise<number> =>
   (await registry.getSingleMetric(name)?.get())?.values[0]?.value ?? 0;
 
@@ -198,9 +202,11 @@ export class RedisTarget implements ReplayTarget {
   }
 
   async write(batch: TickBatch): Promise<void> {
+    // Polled, not drained: waiting for an empty queue would leave Redis idle while the next
+    // records are read.
     while (this.#sink.queuedTicks > 0 && this.#sink.queuedTicks + batch.length > this.#window) {
       if (!this.#sink.connected) break; // write() counts the drop; finish() reports it
-      await this.#sink.drain(1000);
+      await sleep(QUEUE_POLL_MS);
     }
     this.#sink.write(batch);
   }
@@ -244,13 +250,17 @@ export class PostgresTarget implements ReplayTarget {
   #outside = 0;
 
   static async open(config: Config, range: RebuildRange): Promise<PostgresTarget> {
-    const rebuild = await Rebuild.open({
-      postgresUrl: config.postgresUrl,
-      schema: config.postgresSchema,
-      ticksTopic: config.ticksTopic,
-      loaderGroupId: config.loaderGroupId,
-      maxDays: config.loaderMaxDaysPerTransaction,
-    });
+    const rebuild = await Rebuild.open(
+      {
+        postgresUrl: config.postgresUrl,
+        schema: config.postgresSchema,
+        ticksTopic: config.ticksTopic,
+        loaderGroupId: config.loaderGroupId,
+        maxDays: config.loaderMaxDaysPerTransaction,
+        chunkTicks: config.loaderMaxBatchTicks,
+      },
+      range,
+    );
     return new PostgresTarget(rebuild, range, config);
   }
 
@@ -299,7 +309,7 @@ export class PostgresTarget implements ReplayTarget {
   }
 
   async finish(): Promise<string> {
-    const r = await this.#rebuild.commit(this.#range);
+    const r = await this.#rebuild.commit();
     const parked = this.#outside
       ? `, ${this.#outside} outside loaderMaxTickAgeDays/loaderMaxTickFutureDays left out as the loader does`
       : '';

@@ -1,8 +1,15 @@
 /**
- * Reads a journal topic from its log start to its end as of the moment the read began,
- * `read_committed` (aborted transactions are skipped), without a consumer group: every
- * partition is assigned directly. Used to load the sources' resume state and by
- * `tickstream verify` and `tickstream replay`.
+ * Reads a journal topic from its log start to its end as of the moment the read began (or to
+ * `endOffsets`), `read_committed` (aborted transactions are skipped), without a consumer group:
+ * every partition is assigned directly. Used to load the sources' resume state and by
+ * `tickstream verify` and `tickstream replay`; it is also THE way to read ranges of the journal
+ * in TypeScript (docs/operations.md, "Reading the journal from TypeScript"):
+ *
+ *   await readJournal({ brokers: '127.0.0.1:9092', topic: 'mt5.ticks', onMessages: (ms) => {
+ *     for (const m of ms) if (m.key === 'broker-a') use(decodeTickRecord(m.value)); // codecs/flat-record.ts
+ *   } });
+ *
+ * `onMessages` may be async: the next fetch waits for it, so a slow consumer bounds memory.
  *
  * There is no start offset or start time: record timestamps are the produce time, not the
  * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
@@ -123,6 +130,8 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
             timestampMs: m.timestamp ?? 0,
           })),
         );
+        // The time the caller took (a paced replay waits there) is not the broker's silence.
+        lastProgress = Date.now();
       }
       // Positions move past transaction markers and aborted records too, so reaching the
       // high watermark means every committed record before it has been seen.
@@ -135,6 +144,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
           if (ended.has(p.partition)) continue;
           ended.add(p.partition);
           await options.onPartitionEnd?.(p.partition);
+          lastProgress = Date.now();
         } else done = false;
       }
       if (done) return { messages: total };

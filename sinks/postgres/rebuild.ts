@@ -1,16 +1,17 @@
 /**
  * Rebuilds `ticks` and `bars_1m` for a range from ticks and bars read back from the journal
- * (`tickstream replay --target postgres`), in ONE transaction: the ticks are COPYed (binary,
- * the loader's encoder) into a temporary table while the journal is read, then, at `commit`,
- * the range's rows are deleted and the staged ones inserted. Running it twice gives the same
- * tables; a failure leaves them as they were.
+ * (`tickstream replay --target postgres`), in ONE transaction: while the journal is read, every
+ * `chunkTicks` ticks the rows they replace are deleted and the ticks COPYed (binary, the
+ * loader's encoder) straight into `ticks`; at `commit` the bars replace theirs. Running it twice
+ * gives the same tables; a failure leaves them as they were.
  *
  * Safe while the loader runs: `loaderOffsets` says where the loader group stands in each tick
  * partition (its `sink_offsets` rows); the caller reads the journal only up to there, so every
  * tick written here is one the loader has already loaded (it never COPYs it again: a second
  * COPY of a key would fail its transaction). Ticks deleted are those of a replayed source whose
  * seq lies between the first and last seq replayed for it, inside the time (and symbol) range:
- * exactly the rows the staged ones replace, never a row the loader writes later. Bars are
+ * exactly the rows the new ones replace, never a row the loader writes later (deleted per chunk:
+ * a source's seq span of the chunk, inside the range). Bars are
  * upserted like the loader does; the loader writing the same bar again later writes the same
  * values (bars are deterministic).
  *
@@ -19,7 +20,7 @@
  */
 import { once } from 'node:events';
 import pg from 'pg';
-import { type CopyStreamQuery, from as copyFrom } from 'pg-copy-streams';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { Bar } from '../../codecs/bar.js';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
@@ -32,6 +33,8 @@ export interface RebuildOptions {
   ticksTopic: string;
   loaderGroupId: string;
   maxDays: number;
+  /** Ticks per delete + COPY round (loaderMaxBatchTicks). */
+  chunkTicks: number;
 }
 
 export interface RebuildRange {
@@ -58,35 +61,30 @@ const at = (ms: number) => (Number.isFinite(ms) ? new Date(ms).toISOString() : n
 export class PostgresRebuild {
   readonly #client: pg.Client;
   readonly #o: RebuildOptions;
+  readonly #range: RebuildRange;
   readonly #encoder = new CopyEncoder();
   readonly #loaderOffsets: Map<number, number>;
-  readonly #copy: CopyStreamQuery;
-  readonly #copied: Promise<unknown>;
   readonly #bars: Bar[] = [];
-  #error: Error | null = null;
-  #ticks = 0;
+  readonly #days = new Set<number>();
+  #pending: TickBatch[] = [];
+  #pendingTicks = 0;
+  #deleted = 0;
+  #inserted = 0;
 
   private constructor(
     client: pg.Client,
     o: RebuildOptions,
-    loaderOffsets: Map<number, number>,
-    copy: CopyStreamQuery,
+    range: RebuildRange,
+    offsets: Map<number, number>,
   ) {
     this.#client = client;
     this.#o = o;
-    this.#loaderOffsets = loaderOffsets;
-    this.#copy = copy;
-    this.#copied = once(copy, 'finish');
-    this.#copied.catch((err: Error) => {
-      this.#error ??= err;
-    });
-    copy.on('error', (err: Error) => {
-      this.#error ??= err;
-    });
+    this.#range = range;
+    this.#loaderOffsets = offsets;
   }
 
-  /** Connects, migrates the schema, opens the transaction and the COPY into the staging table. */
-  static async open(o: RebuildOptions): Promise<PostgresRebuild> {
+  /** Connects, migrates the schema, opens the transaction and reads the loader's offsets. */
+  static async open(o: RebuildOptions, range: RebuildRange): Promise<PostgresRebuild> {
     const client = new pg.Client({ connectionString: o.postgresUrl });
     // Without a listener a server that dies mid-rebuild is an uncaught exception; the next
     // query fails with the reason instead.
@@ -107,16 +105,15 @@ export class PostgresRebuild {
         'select partition, next_offset from sink_offsets where consumer_group = $1 and topic = $2',
         [o.loaderGroupId, o.ticksTopic],
       );
-      const offsets = new Map(rows.map((r) => [r.partition, Number(r.next_offset)]));
-      await client.query('create temp table ticks_in (like ticks) on commit drop');
-      await client.query('create temp table bars_in (like bars_1m) on commit drop');
-      const copy = client.query(copyFrom('copy ticks_in from stdin (format binary)'));
-      const rebuild = new PostgresRebuild(client, o, offsets, copy);
-      copy.write(rebuild.#encoder.header());
-      return rebuild;
+      return new PostgresRebuild(
+        client,
+        o,
+        range,
+        new Map(rows.map((r) => [r.partition, Number(r.next_offset)])),
+      );
     } catch (err) {
       await client.end().catch(() => undefined);
-      throw err;
+      throw PostgresRebuild.#failed(o.schema, err);
     }
   }
 
@@ -125,58 +122,27 @@ export class PostgresRebuild {
     return this.#loaderOffsets;
   }
 
-  /** Stages ticks (in seq order per source); waits when Postgres is slower than the journal. */
+  /** Takes ticks (in seq order per source); every chunkTicks they go to Postgres. */
   async ticks(batch: TickBatch): Promise<void> {
-    this.#check();
     if (batch.length === 0) return;
-    this.#ticks += batch.length;
-    if (!this.#copy.write(Buffer.from(this.#encoder.ticks(batch))))
-      await Promise.race([once(this.#copy, 'drain'), this.#copied]);
-    this.#check();
+    this.#pending.push(batch);
+    this.#pendingTicks += batch.length;
+    if (this.#pendingTicks >= this.#o.chunkTicks) await this.#flush();
   }
 
-  /** Stages closed bars (written at commit). */
+  /** Takes closed bars (written at commit). */
   bars(bars: readonly Bar[]): void {
     for (const b of bars) this.#bars.push(b);
   }
 
-  get stagedTicks(): number {
-    return this.#ticks;
-  }
-
-  /** Replaces the range's rows with the staged ones and commits; closes the connection. */
-  async commit(range: RebuildRange): Promise<RebuildResult> {
+  /** Writes what is left, replaces the bars and commits; closes the connection. */
+  async commit(): Promise<RebuildResult> {
     const c = this.#client;
     try {
-      this.#copy.end(this.#encoder.trailer());
-      await this.#copied;
-      this.#check();
-      const { rows: days } = await c.query<{ day: string }>(
-        'select distinct floor(extract(epoch from time) * 1000 / $1)::bigint as day from ticks_in order by 1',
-        [DAY_MS],
-      );
-      if (days.length > this.#o.maxDays)
-        throw new TickstreamError(
-          ErrorCode.USAGE,
-          `the range holds ticks of ${days.length} UTC days, more than loaderMaxDaysPerTransaction (${this.#o.maxDays}) one transaction may lock: split it with --from/--to, or raise --loader-max-days-per-transaction`,
-        );
-      for (const { day } of days)
-        await c.query('select tickstream_ensure_partitions($1::date, $1::date)', [
-          new Date(Number(day) * DAY_MS).toISOString(),
-        ]);
-      const from = at(range.fromMs);
-      const to = at(range.toMs);
-      const symbols = range.symbols ? [...range.symbols] : null;
-      const deleted = await c.query(
-        `delete from ticks t using (select source, min(seq) lo, max(seq) hi from ticks_in group by source) s
-          where t.source = s.source and t.seq between s.lo and s.hi
-            and ($1::timestamptz is null or t.time >= $1) and ($2::timestamptz is null or t.time < $2)
-            and ($3::text[] is null or t.symbol = any($3))`,
-        [from, to, symbols],
-      );
-      const inserted = await c.query('insert into ticks select * from ticks_in');
+      await this.#flush();
       let barsDeleted = 0;
       if (this.#bars.length) {
+        await c.query('create temp table bars_in (like bars_1m) on commit drop');
         const copy = c.query(copyFrom('copy bars_in from stdin (format binary)'));
         const done = once(copy, 'finish');
         copy.write(this.#encoder.header());
@@ -187,7 +153,7 @@ export class PostgresRebuild {
           `delete from bars_1m b using (select source, symbol, max(start) hi from bars_in group by source, symbol) s
             where b.source = s.source and b.symbol = s.symbol and b.start <= s.hi
               and ($1::timestamptz is null or b.start >= $1)`,
-          [at(range.barsFromMs)],
+          [at(this.#range.barsFromMs)],
         );
         barsDeleted = gone.rowCount ?? 0;
         // The loader may write one of these bars meanwhile: the same values, the newest wins.
@@ -199,17 +165,13 @@ export class PostgresRebuild {
       }
       await c.query('commit');
       return {
-        ticksDeleted: deleted.rowCount ?? 0,
-        ticksInserted: inserted.rowCount ?? 0,
+        ticksDeleted: this.#deleted,
+        ticksInserted: this.#inserted,
         barsDeleted,
         barsWritten: this.#bars.length,
       };
     } catch (err) {
-      if (err instanceof TickstreamError) throw err;
-      throw new TickstreamError(
-        ErrorCode.POSTGRES,
-        `rebuilding schema ${this.#o.schema} failed, nothing was changed (${(err as Error).message}): check that Postgres is up and the schema is tickstream's`,
-      );
+      throw PostgresRebuild.#failed(this.#o.schema, err);
     } finally {
       await c.end().catch(() => undefined);
     }
@@ -217,15 +179,69 @@ export class PostgresRebuild {
 
   /** Gives up: the transaction is rolled back by closing the connection. */
   async abort(): Promise<void> {
-    this.#copy.destroy();
     await this.#client.end().catch(() => undefined);
   }
 
-  #check(): void {
-    if (this.#error)
+  /** Deletes the rows the pending ticks replace, then COPYs them into `ticks`. */
+  async #flush(): Promise<void> {
+    if (this.#pendingTicks === 0) return;
+    const batches = this.#pending;
+    this.#pending = [];
+    this.#pendingTicks = 0;
+    const c = this.#client;
+    const spans = new Map<string, { lo: number; hi: number }>();
+    const days: number[] = [];
+    for (const b of batches) {
+      const span = spans.get(b.source) ?? { lo: Number.POSITIVE_INFINITY, hi: Number.NEGATIVE_INFINITY };
+      span.lo = Math.min(span.lo, b.seq[0] as number);
+      span.hi = Math.max(span.hi, b.seq[b.length - 1] as number);
+      spans.set(b.source, span);
+      for (let i = 0; i < b.length; i++) {
+        const day = Math.floor((b.utcMsc[i] as number) / DAY_MS);
+        if (this.#days.has(day)) continue;
+        this.#days.add(day);
+        days.push(day);
+      }
+    }
+    if (this.#days.size > this.#o.maxDays)
       throw new TickstreamError(
-        ErrorCode.POSTGRES,
-        `staging ticks in Postgres failed, nothing was changed (${this.#error.message}): check that Postgres is up`,
+        ErrorCode.USAGE,
+        `the range holds ticks of more than ${this.#o.maxDays} UTC days, more than loaderMaxDaysPerTransaction one transaction may lock: split it with --from/--to, or raise --loader-max-days-per-transaction`,
       );
+    for (const day of days)
+      await c.query('select tickstream_ensure_partitions($1::date, $1::date)', [
+        new Date(day * DAY_MS).toISOString(),
+      ]);
+    const { fromMs, toMs, symbols } = this.#range;
+    for (const [source, { lo, hi }] of spans) {
+      const gone = await c.query(
+        `delete from ticks where source = $1 and seq between $2 and $3
+          and ($4::timestamptz is null or time >= $4) and ($5::timestamptz is null or time < $5)
+          and ($6::text[] is null or symbol = any($6))`,
+        [source, lo, hi, at(fromMs), at(toMs), symbols ? [...symbols] : null],
+      );
+      this.#deleted += gone.rowCount ?? 0;
+    }
+    // Encoded before the COPY opens, so an encoding error cannot leave a COPY half written.
+    const chunks = batches.map((b) => Buffer.from(this.#encoder.ticks(b)));
+    const copy = c.query(
+      copyFrom(
+        'copy ticks (source, seq, symbol, time, server_time_msc, bid, ask, last, volume, volume_real, flags) from stdin (format binary)',
+      ),
+    );
+    const done = once(copy, 'finish');
+    copy.write(this.#encoder.header());
+    for (const chunk of chunks) copy.write(chunk);
+    copy.end(this.#encoder.trailer());
+    await done;
+    for (const b of batches) this.#inserted += b.length;
+  }
+
+  static #failed(schema: string, err: unknown): Error {
+    if (err instanceof TickstreamError) return err;
+    return new TickstreamError(
+      ErrorCode.POSTGRES,
+      `rebuilding schema ${schema} failed, nothing was changed (${(err as Error).message}): check that Postgres is up and the schema is tickstream's`,
+    );
   }
 }
