@@ -48,6 +48,8 @@ import {
 /** Wall time one paced slice covers at most: the pacing's granularity. */
 const PACE_SLICE_MS = 20;
 const MINUTE_MS = 60_000;
+/** Characters of the progress bar drawn on a terminal. */
+const PROGRESS_BAR_WIDTH = 24;
 
 export const REPLAY_COMMAND = {
   name: 'replay',
@@ -228,7 +230,9 @@ class Progress {
       done += Math.min(next, this.#high.get(p) ?? 0) - (this.#low.get(p) ?? 0);
     const share = done / this.#total;
     const eta = share > 0 ? (this.seconds() * (1 - share)) / share : Number.NaN;
-    return `replay: ${(share * 100).toFixed(1)}% of the journal read, ${ticks} ticks written, ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)} s` : '?'}`;
+    const filled = Math.round(Math.min(1, share) * PROGRESS_BAR_WIDTH);
+    const bar = `[${'#'.repeat(filled)}${'-'.repeat(PROGRESS_BAR_WIDTH - filled)}]`;
+    return `replay ${bar} ${(share * 100).toFixed(1)}% of the journal read, ${ticks} ticks written, ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)} s` : '?'}`;
   }
 }
 
