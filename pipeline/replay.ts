@@ -194,7 +194,7 @@ function outsideSeqRange(headers: Record<string, string>, range: ReplayRange): b
   return Number.isFinite(first) && Number.isFinite(last) && (last < range.fromSeq || first > range.toSeq);
 }
 
-/** Share of the journal's records read so far, from each partition's offsets. */
+/** Share of the journal's records done (written, or skipped) so far, from each partition's offsets. */
 class Progress {
   readonly #start = performance.now();
   readonly #low = new Map<number, number>();
@@ -211,16 +211,17 @@ class Progress {
     }
   }
 
-  /** Offsets read, counted to the high watermark of the start (markers take offsets too). */
+  /** Offsets done, counted to the high watermark of the start (markers take offsets too). */
   advance(partition: number, offset: number): void {
-    this.#read.set(partition, offset + 1);
+    // Paced, merged sources of one partition finish their records out of offset order.
+    this.#read.set(partition, Math.max(this.#read.get(partition) ?? 0, offset + 1));
   }
 
   seconds(): number {
     return (performance.now() - this.#start) / 1000;
   }
 
-  /** A line at most twice a second: share read, ticks written and the time left. */
+  /** A line at most twice a second: share done, ticks written and the time left. */
   line(ticks: number): string | null {
     const now = performance.now();
     if (now - this.#shownAt < 500 || this.#total === 0) return null;
@@ -232,7 +233,7 @@ class Progress {
     const eta = share > 0 ? (this.seconds() * (1 - share)) / share : Number.NaN;
     const filled = Math.round(Math.min(1, share) * PROGRESS_BAR_WIDTH);
     const bar = `[${'#'.repeat(filled)}${'-'.repeat(PROGRESS_BAR_WIDTH - filled)}]`;
-    return `replay ${bar} ${(share * 100).toFixed(1)}% of the journal read, ${ticks} ticks written, ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)} s` : '?'}`;
+    return `replay ${bar} ${(share * 100).toFixed(1)}% of the journal done, ${ticks} ticks written, ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)} s` : '?'}`;
   }
 }
 
@@ -263,14 +264,21 @@ function slices(batch: TickBatch, spanMs: number): TickBatch[] {
   return out;
 }
 
+/** A slice of a record, with where it came from (for the progress). */
+interface Slice {
+  batch: TickBatch;
+  partition: number;
+  /** The offset done once this slice is written: its record's for the record's last slice. */
+  doneOffset: number;
+}
+
 /**
  * The k-way merge by tick time of paced replays (see the header): per source a queue of slices
  * in seq order; `next` gives the slice with the earliest first tick once every partition still
  * being read has one queued, or anything left once all have ended.
  */
 class TimeMerge {
-  readonly #queues = new Map<string, TickBatch[]>();
-  readonly #partitionOf = new Map<string, number>();
+  readonly #queues = new Map<string, Slice[]>();
   /** Partitions still being read, with how many slices of theirs are queued. */
   readonly #open = new Map<number, number>();
   #queued = 0;
@@ -283,35 +291,37 @@ class TimeMerge {
     this.#open.delete(partition);
   }
 
-  push(partition: number, batch: TickBatch): void {
+  push(item: Slice): void {
+    const { batch, partition } = item;
     let q = this.#queues.get(batch.source);
     if (!q) {
       q = [];
       this.#queues.set(batch.source, q);
-      this.#partitionOf.set(batch.source, partition);
     }
-    q.push(batch);
+    q.push(item);
     this.#queued++;
     const n = this.#open.get(partition);
     if (n !== undefined) this.#open.set(partition, n + 1);
   }
 
-  next(): TickBatch | null {
+  next(): Slice | null {
     if (this.#queued === 0) return null;
     for (const n of this.#open.values()) if (n === 0) return null;
-    let best: TickBatch[] | null = null;
+    let best: Slice[] | null = null;
+    let bestMs = Number.POSITIVE_INFINITY;
     for (const q of this.#queues.values()) {
       const head = q[0];
-      if (head && (!best || (head.utcMsc[0] as number) < ((best[0] as TickBatch).utcMsc[0] as number)))
+      if (head && (head.batch.utcMsc[0] as number) < bestMs) {
         best = q;
+        bestMs = head.batch.utcMsc[0] as number;
+      }
     }
-    const b = best?.shift() ?? null;
-    if (!b) return null;
+    const item = best?.shift() ?? null;
+    if (!item) return null;
     this.#queued--;
-    const p = this.#partitionOf.get(b.source) as number;
-    const n = this.#open.get(p);
-    if (n !== undefined) this.#open.set(p, n - 1);
-    return b;
+    const n = this.#open.get(item.partition);
+    if (n !== undefined) this.#open.set(item.partition, n - 1);
+    return item;
   }
 }
 
@@ -363,19 +373,21 @@ export async function replayMain(argv: string[]): Promise<number> {
   let ticks = 0;
   let closed = false;
   let where = '';
-  const emit = async (batch: TickBatch) => {
+  const draw = () => {
+    const line = tty ? progress.line(ticks) : null;
+    if (line) process.stderr.write(`\r\x1b[K${line}`);
+  };
+  const emit = async ({ batch, partition, doneOffset }: Slice) => {
     await pacer.wait(batch.utcMsc[0] as number);
     await target.write(batch);
     ticks += batch.length;
     written.set(batch.source, (written.get(batch.source) ?? 0) + batch.length);
+    progress.advance(partition, doneOffset);
+    draw();
   };
   const drain = async () => {
     if (!merge) return;
-    for (let b = merge.next(); b; b = merge.next()) await emit(b);
-  };
-  const draw = () => {
-    const line = tty ? progress.line(ticks) : null;
-    if (line) process.stderr.write(`\r\x1b[K${line}`);
+    for (let s = merge.next(); s; s = merge.next()) await emit(s);
   };
   try {
     await readJournal({
@@ -388,16 +400,32 @@ export async function replayMain(argv: string[]): Promise<number> {
       },
       onMessages: async (messages) => {
         for (const m of messages) {
-          progress.advance(m.partition, m.offset);
-          if (range.sources && !range.sources.has(m.key)) continue;
-          if (!target.see && outsideSeqRange(m.headers, range)) continue;
+          const skip = () => progress.advance(m.partition, m.offset);
+          if (range.sources && !range.sources.has(m.key)) {
+            skip();
+            continue;
+          }
+          if (!target.see && outsideSeqRange(m.headers, range)) {
+            skip();
+            continue;
+          }
           const batch = decodeTickRecord(m.value);
           target.see?.(batch);
           const selected = selectTicks(batch, range);
-          if (!selected) continue;
-          if (merge) for (const s of slices(selected, spanMs)) merge.push(m.partition, s);
-          else await emit(selected);
-          draw();
+          if (!selected) {
+            skip();
+            continue;
+          }
+          if (!merge) {
+            await emit({ batch: selected, partition: m.partition, doneOffset: m.offset });
+            continue;
+          }
+          const parts = slices(selected, spanMs);
+          for (let i = 0; i < parts.length; i++) {
+            const batch = parts[i] as TickBatch;
+            const doneOffset = i === parts.length - 1 ? m.offset : m.offset - 1;
+            merge.push({ batch, partition: m.partition, doneOffset });
+          }
         }
         await drain();
         draw();
