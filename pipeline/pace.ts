@@ -8,6 +8,7 @@
  * a record (pipeline/replay.ts), never per tick. `max` never waits.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 
 export class Pacer {
   readonly #speed: number | 'max';
@@ -16,7 +17,10 @@ export class Pacer {
 
   constructor(speed: number | 'max') {
     if (speed !== 'max' && !(speed > 0 && Number.isFinite(speed)))
-      throw new RangeError(`pacing speed must be 'max' or a positive number, got ${speed}`);
+      throw new TickstreamError(
+        ErrorCode.USAGE,
+        `a pacing speed must be 'max' or a positive number (60: sixty times the recorded pace), got ${speed}`,
+      );
     this.#speed = speed;
   }
 
