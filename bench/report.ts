@@ -79,6 +79,16 @@ export interface E2eTarget {
   met: boolean | null;
 }
 
+/** `tickstream replay --speed max` to one target, beside the same sink's live figure. */
+export interface ReplayFigure {
+  target: string;
+  ticks: number;
+  /** Best round. */
+  ticks_per_s: number;
+  rounds: number[];
+  live?: { label: string; ticks_per_s: number };
+}
+
 export interface BenchRun {
   started_at: string;
   machine: { cpus: number; cpu_model: string; memory_gb: number; node: string; platform: string };
@@ -94,6 +104,7 @@ export interface BenchRun {
     method?: Record<string, string>;
     notes?: string[];
   };
+  replay?: { figures: ReplayFigure[]; method: Record<string, string> };
   notes: string[];
 }
 
@@ -200,6 +211,19 @@ export function markdown(run: BenchRun): string {
     for (const n of run.e2e.notes ?? []) lines.push(`- ${n}`);
     for (const l of run.e2e.levels)
       for (const n of l.notes ?? []) lines.push(`- e2e ${l.label ?? l.target_ticks_per_s}: ${n}`);
+  }
+  if (run.replay) {
+    lines.push(
+      '| replay --speed max to | ticks | ticks/s (best) | rounds | live sink, same run |',
+      '|---|---:|---:|---|---|',
+    );
+    for (const f of run.replay.figures)
+      lines.push(
+        `| ${f.target} | ${fmt(f.ticks)} | ${fmt(f.ticks_per_s)} | ${f.rounds.map(fmt).join(', ')} | ${f.live ? `${f.live.label} ${fmt(f.live.ticks_per_s)} ticks/s` : '–'} |`,
+      );
+    lines.push('');
+    for (const [k, v] of Object.entries(run.replay.method)) lines.push(`- replay ${k}: ${v}`);
+    lines.push('');
   }
   for (const n of run.notes) lines.push(`- ${n}`);
   return lines.join('\n');

@@ -3,7 +3,7 @@
  * run, and the end-to-end load sweep; prints a table, writes bench/results/<time>.json,
  * bench/results/latest.{json,md,svg}.
  *
- *   node dist/bench/run.js [--only micro,sinks,e2e] [--quick] [--compare [FILE]] [--threshold 0.2]
+ *   node dist/bench/run.js [--only micro,sinks,e2e,replay] [--quick] [--compare [FILE]] [--threshold 0.2]
  *                          [--save-baseline]
  * `--compare` runs nothing: it checks bench/results/latest.json against the saved baseline
  * (bench/baseline.json) and exits 1 when a figure slowed down past the threshold.
@@ -112,7 +112,11 @@ const BENCH_COMMAND = {
   summary:
     'The bench suite: micro benchmarks (tinybench), each sink against its native tool, and the end-to-end load sweep. Writes bench/results/latest.{json,md,svg}.',
   flags: {
-    only: { type: 'string', default: 'micro,sinks,e2e', description: 'parts to run, comma-separated' },
+    only: {
+      type: 'string',
+      default: 'micro,sinks,e2e,replay',
+      description: 'parts to run, comma-separated',
+    },
     quick: { type: 'boolean', description: 'short runs (a smoke test of the suite, not figures to quote)' },
     'save-baseline': { type: 'boolean', description: 'also save this run as bench/baseline.json' },
     compare: {
@@ -178,6 +182,20 @@ async function main(argv: string[]): Promise<number> {
       if (e2e) run.e2e = e2e;
     } catch (err) {
       run.notes.push(`e2e not run: ${(err as Error).message}`);
+    }
+  }
+  if (only.has('replay')) {
+    try {
+      const { runReplayBench } = (await import(new URL('./pipeline/replay.js', here).href)) as {
+        runReplayBench: (o: { quick: boolean; sinks: BenchRun['sinks'] }) => Promise<BenchRun['replay']>;
+      };
+      run.replay = await runReplayBench({ quick, sinks: run.sinks });
+      for (const f of run.replay?.figures ?? [])
+        log(
+          `replay ${f.target}: ${f.ticks_per_s.toFixed(0)} ticks/s${f.live ? `, live ${f.live.ticks_per_s.toFixed(0)}` : ''}`,
+        );
+    } catch (err) {
+      run.notes.push(`replay not run: ${(err as Error).message}`);
     }
   }
   const table = markdown(run);

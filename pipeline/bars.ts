@@ -22,6 +22,9 @@ import { type TickBatch, TickFlag } from '../codecs/tick-batch.js';
 
 const MINUTE = 60_000;
 
+/** The grace the bridge closes bars with (see (b) above); a replay must use the same. */
+export const BAR_CLOSE_GRACE_MS = 5000;
+
 interface SourceBars {
   open: Map<string, Bar>;
   /** Per symbol: bars starting before this are closed. */

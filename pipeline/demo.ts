@@ -4,6 +4,9 @@
  * and a synthetic multi-symbol stream through `sim` processes, waits until every sink has
  * everything, and prints per-sink counts, latency percentiles and where to look.
  *
+ * It ends by replaying the first minutes of one source from the journal, paced by the ticks'
+ * own spacing (`tickstream replay --speed N`), a few seconds long.
+ *
  *   tickstream demo [--synthetic-ticks N] [--symbols N] [--keep | --exit] [config flags]
  * Infrastructure must be up (`npm run demo` brings it up first). On a terminal it keeps serving
  * after the report until Ctrl-C, so the URLs it prints answer; in scripts and CI it ends.
@@ -43,6 +46,36 @@ function runSimProcess(args: string[]): Promise<string> {
       code === 0
         ? resolve(text.trim())
         : reject(new Error(`sim ${args.join(' ')} exited with ${code}: ${text}`)),
+    );
+  });
+}
+
+/** Event time the demo's replay covers, and how much faster than recorded it plays it. */
+const REPLAY_SPAN_MS = 5 * 60_000;
+const REPLAY_SPEED = 100;
+const REPLAY_LINES_SHOWN = 3;
+
+/** Runs `tickstream replay` with `args`; returns its lines and the wall time they took. */
+function runReplayProcess(args: string[]): Promise<{ lines: string[]; seconds: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, 'replay', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    let errors = '';
+    let first = 0;
+    let last = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      last = performance.now();
+      first ||= last;
+      text += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      errors += d.toString();
+    });
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve({ lines: text.split('\n').filter(Boolean), seconds: (last - first) / 1000 })
+        : reject(new Error(`replay ${args.join(' ')} exited with ${code}: ${errors}`)),
     );
   });
 }
@@ -310,6 +343,45 @@ export async function demoMain(argv: string[]): Promise<number> {
         `  → websocket client ${percentiles(sortedWs, qs).map(ms).join(' / ')}   (measured by the client, ${sortedWs.length} ticks)`,
       );
     const feedOk = await demoMergedFeed(config, running.ingressPort, http, demoFeedGroup(runId));
+    // The journal read back: the first minutes of one source, paced by the ticks' own spacing.
+    const replayed = feeds[0] as Feed;
+    const { rows } = await db.query<{ ms: number }>(
+      `select (extract(epoch from min(time)) * 1000)::float8 as ms from ${config.postgresSchema}.ticks where source = $1`,
+      [replayed.source],
+    );
+    const fromMs = Number(rows[0]?.ms);
+    if (Number.isFinite(fromMs)) {
+      const replayArgs = [
+        '--source',
+        replayed.source,
+        '--from',
+        new Date(fromMs).toISOString(),
+        '--to',
+        new Date(fromMs + REPLAY_SPAN_MS).toISOString(),
+        '--speed',
+        String(REPLAY_SPEED),
+      ];
+      out('');
+      out(
+        `demo: replaying the first ${REPLAY_SPAN_MS / 60_000} minutes of ${replayed.source} from the journal at x${REPLAY_SPEED}:`,
+      );
+      out(`  tickstream replay ${replayArgs.join(' ')}`);
+      const r = await runReplayProcess([
+        ...replayArgs,
+        '--kafka-brokers',
+        config.kafkaBrokers,
+        '--ticks-topic',
+        config.ticksTopic,
+      ]);
+      for (const line of r.lines.slice(0, REPLAY_LINES_SHOWN)) out(`  ${line}`);
+      if (r.lines.length > REPLAY_LINES_SHOWN) out(`  … ${r.lines.length - REPLAY_LINES_SHOWN} more lines`);
+      const first = JSON.parse(r.lines[0] ?? '{"time":0}') as { time: number };
+      const last = JSON.parse(r.lines[r.lines.length - 1] ?? '{"time":0}') as { time: number };
+      out(
+        `  ${r.lines.length} ticks spanning ${((last.time - first.time) / 1000).toFixed(1)} s of tick time came over ${r.seconds.toFixed(1)} s (x${REPLAY_SPEED}: ${((last.time - first.time) / 1000 / REPLAY_SPEED).toFixed(1)} s expected); --target redis|postgres rewrites a range, --speed max goes as fast as the target takes it`,
+      );
+    }
+
     out('');
     out('where to look:');
     out(`  status page   ${http}/          metrics ${http}/metrics   readiness ${http}/readyz`);

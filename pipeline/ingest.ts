@@ -46,7 +46,7 @@ import {
 } from '../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import type { JournalRecord, KafkaJournal, SourceState } from '../sinks/kafka/journal.js';
-import { BarAggregator } from './bars.js';
+import { BAR_CLOSE_GRACE_MS, BarAggregator } from './bars.js';
 import type { Config } from './config.js';
 import type { DecodeResult, DecodeTask } from './decode-worker.js';
 import type { Logger } from './logger.js';
@@ -165,7 +165,7 @@ export class Ingest implements IngressHandler {
       idleTimeout: 60_000,
     });
     this.#reseq = new Resequencer((source, result) => this.#release(source, result));
-    this.#bars = new BarAggregator({ closeGraceMs: 5000 });
+    this.#bars = new BarAggregator({ closeGraceMs: BAR_CLOSE_GRACE_MS });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
     for (const [source, state] of options.states) this.#durableNext.set(source, state.nextSeq);
     const sweepMs = Math.min(60_000, Math.max(100, Math.floor(options.config.sourceForgetAfterMs / 4)));

@@ -1,8 +1,15 @@
 /**
- * Reads a journal topic from its log start to its end as of the moment the read began,
- * `read_committed` (aborted transactions are skipped), without a consumer group: every
- * partition is assigned directly. Used by `tickstream verify` and `tickstream replay` (the
- * sources' resume state and claims are tailed by source-log.ts).
+ * Reads a journal topic from its log start to its end as of the moment the read began (or to
+ * `endOffsets`), `read_committed` (aborted transactions are skipped), without a consumer group:
+ * every partition is assigned directly. Used by `tickstream verify` and `tickstream replay` (the
+ * sources' resume state and claims are tailed by source-log.ts); it is also THE way to read ranges of the journal
+ * in TypeScript (docs/operations.md, "Reading the journal from TypeScript"):
+ *
+ *   await readJournal({ brokers: '127.0.0.1:9092', topic: 'mt5.ticks', onMessages: (ms) => {
+ *     for (const m of ms) if (m.key === 'broker-a') use(decodeTickRecord(m.value)); // codecs/flat-record.ts
+ *   } });
+ *
+ * `onMessages` may be async: the next fetch waits for it, so a slow consumer bounds memory.
  *
  * There is no start offset or start time: record timestamps are the produce time, not the
  * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
@@ -27,9 +34,19 @@ export interface ReadJournalOptions {
   topic: string;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
+  /**
+   * Per partition: stop before this offset even when the log goes further (e.g. where a
+   * consumer stands). Partitions not in the map are read to their end.
+   */
+  endOffsets?: ReadonlyMap<number, number>;
   /** Called once before reading with each partition's log start and end (retention moves the start). */
   onPartitions?: (partitions: { partition: number; low: number; high: number }[]) => void;
   onMessages: (messages: JournalMessage[]) => void | Promise<void>;
+  /**
+   * Called once per partition when everything before its end has been passed to onMessages
+   * (partitions empty from the start are not reported: onPartitions shows them with low = high).
+   */
+  onPartitionEnd?: (partition: number) => void | Promise<void>;
 }
 
 type Consumer = InstanceType<typeof RdKafka.KafkaConsumer>;
@@ -75,10 +92,13 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
           err ? reject(err) : resolve(o),
         ),
       );
-      high.set(partition, w.highOffset);
-      bounds.push({ partition, low: w.lowOffset, high: w.highOffset });
-      if (w.lowOffset < w.highOffset)
-        assignments.push({ topic: options.topic, partition, offset: w.lowOffset });
+      const end = Math.max(
+        w.lowOffset,
+        Math.min(w.highOffset, options.endOffsets?.get(partition) ?? w.highOffset),
+      );
+      high.set(partition, end);
+      bounds.push({ partition, low: w.lowOffset, high: end });
+      if (w.lowOffset < end) assignments.push({ topic: options.topic, partition, offset: w.lowOffset });
     }
     options.onPartitions?.(bounds);
     if (assignments.length === 0) return { messages: 0 };
@@ -89,9 +109,11 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       );
     let total = 0;
     let lastProgress = Date.now();
+    const ended = new Set<number>();
     const idle = options.idleTimeoutMs ?? 10_000;
     for (;;) {
-      const batch = await consume(500);
+      // Records past a partition's end (an endOffsets bound) are fetched but not passed on.
+      const batch = (await consume(500)).filter((m) => m.offset < (high.get(m.partition) ?? 0));
       if (batch.length) {
         lastProgress = Date.now();
         total += batch.length;
@@ -107,12 +129,23 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
             timestampMs: m.timestamp ?? 0,
           })),
         );
+        // The time the caller took (a paced replay waits there) is not the broker's silence.
+        lastProgress = Date.now();
       }
       // Positions move past transaction markers and aborted records too, so reaching the
       // high watermark means every committed record before it has been seen.
-      const done = consumer
-        .position(assignments.map((a) => ({ topic: a.topic, partition: a.partition })))
-        .every((p) => p.offset !== undefined && p.offset >= (high.get(p.partition) ?? 0));
+      const positions = consumer.position(
+        assignments.map((a) => ({ topic: a.topic, partition: a.partition })),
+      );
+      let done = true;
+      for (const p of positions) {
+        if (p.offset !== undefined && p.offset >= (high.get(p.partition) ?? 0)) {
+          if (ended.has(p.partition)) continue;
+          ended.add(p.partition);
+          await options.onPartitionEnd?.(p.partition);
+          lastProgress = Date.now();
+        } else done = false;
+      }
       if (done) return { messages: total };
       if (Date.now() - lastProgress > idle) {
         throw new TickstreamError(
