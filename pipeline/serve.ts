@@ -10,6 +10,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
+import { openRangeCursor } from '../sinks/kafka/range-reader.js';
 import { readSourceStates } from '../sinks/kafka/reader.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
@@ -19,6 +20,7 @@ import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
 import { createPipelineMetrics } from './metrics.js';
+import { Pacer } from './pace.js';
 import { statusPageHtml } from './status-page.js';
 
 export interface Running {
@@ -113,6 +115,14 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxClients: config.wsMaxClients,
     maxChannelsPerClient: config.wsMaxChannelsPerClient,
     snapshotsPerTurn: config.wsSnapshotsPerTurn,
+    journal: {
+      open: () => openRangeCursor({ brokers: config.kafkaBrokers, topic: config.ticksTopic }),
+      pacer: (speed) => new Pacer(speed),
+      maxSessions: config.wsMaxJournalSessions,
+      maxReplaysPerClient: config.wsMaxReplaysPerClient,
+      resumeMaxHeldTicks: config.wsResumeMaxHeldTicks,
+      resumeIdleTimeoutMs: config.wsResumeIdleTimeoutMs,
+    },
     registry,
     logger: logger.child({ part: 'ws' }),
     ...(failPoint ? { failPoint } : {}),
