@@ -293,21 +293,14 @@ export class TickstreamClient {
   #onMessage(data: unknown): void {
     if (typeof data !== 'string') {
       const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
-      const { source, ticks } = decodeTicks(bytes);
+      const { source, ticks: rows } = decodeTicks(bytes);
+      // A binary frame holds one symbol's ticks.
+      const symbol = rows[0]?.symbol ?? '';
+      const ticks = rows.map(({ symbol: _, ...t }) => t);
       const header = this.#replayHeader;
       this.#replayHeader = null;
-      if (header) {
-        this.#emit('replay', { id: header.id, source, symbol: header.symbol, ticks });
-        return;
-      }
-      // A binary frame holds one symbol's ticks.
-      const symbol = ticks[0]?.symbol ?? '';
-      this.#deliver(
-        source,
-        symbol,
-        ticks.map(({ symbol: _, ...t }) => t),
-        this.#resuming,
-      );
+      if (header) this.#emit('replay', { id: header.id, source, symbol: header.symbol, ticks });
+      else this.#deliver(source, symbol, ticks, this.#resuming);
       return;
     }
     const m = JSON.parse(data) as { type: string } & Record<string, unknown>;

@@ -299,6 +299,7 @@ export class ResumeSession extends JournalSession {
     if (this.#overflow) throw this.#overflowError();
     const covered = Object.fromEntries(this.#covered);
     if (this.cancelled) return covered;
+    // What the journal covered per source: the held live ticks are sent above it only.
     this.ctx.socket.send(JSON.stringify({ type: 'resumed', sources: covered }), false);
     // The held live slices, without what the journal covered; new live ticks keep being held
     // until the last one is out, so the order stays.
@@ -312,7 +313,8 @@ export class ResumeSession extends JournalSession {
       const idx: number[] = [];
       for (let i = 0; i < h.batch.length; i++) if ((h.batch.seq[i] as number) > floor) idx.push(i);
       if (idx.length === 0) continue;
-      this.#covered.set(h.batch.source, h.batch.seq[idx[idx.length - 1] as number] as number);
+      // The floor stays the journal's: the held slices never overlap each other, and a batch's
+      // later symbols carry seqs below its earlier symbols' last ones.
       this.#send(h.batch, h.symbol, idx, false);
     }
     this.#active = false;
