@@ -7,6 +7,10 @@
  *   ← {"type":"subscribed",...}, then one {"type":"snapshot",...} per matching source:symbol seen
  *   ← {"type":"ticks","source","symbol","rt","ticks":[{seq,time,tsrv,bid,ask,last,vol,volr,flags}]}
  *   ← {"type":"bar",...}
+ *   → {"op":"resume","channels":[...],"after":{"SOURCE":SEQ}}   journal catch-up, "resumed", then live
+ *   → {"op":"replay","id":"r1","channels":[...],"from":T,"to":T,"speed":"max"|N}   "replay"…, "replay_end"
+ * Resume and replay read the journal through `options.journal` (sinks/ws/replay-session.ts);
+ * a resuming client's live ticks of its `after` sources are held until its catch-up is over.
  * `?format=flatbuffers` sends tick messages as binary TickRecords instead (codecs/schema).
  * Each (source, symbol) slice is serialised once per format per publish, whatever the number
  * of clients; a client subscribed to overlapping channels still gets each tick once.
@@ -227,7 +231,7 @@ export class WsServer {
       }),
       refusedMessages: new Counter({
         name: 'tickstream_ws_refused_messages_total',
-        help: 'Client messages refused with an error reply, by reason (not_json, shape, channel_limit)',
+        help: 'Client messages refused with an error reply, by reason (not_json, shape, channel_limit, resume, replay)',
         labelNames: ['reason'],
         registers,
       }),
