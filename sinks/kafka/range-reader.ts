@@ -53,8 +53,9 @@ export async function openRangeCursor(options: {
       'group.id': `tickstream-ws-session-${randomUUID()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',
-      'fetch.max.bytes': 16 << 20,
-      'queued.max.messages.kbytes': 16384,
+      // Prefetched bytes per session stay small: serve may run wsMaxJournalSessions of them.
+      'fetch.max.bytes': 4 << 20,
+      'queued.max.messages.kbytes': 4096,
     },
     { 'auto.offset.reset': 'earliest' },
   );

@@ -567,6 +567,8 @@ export class WsServer {
 
   /** Drops the snapshots of a source the pipeline forgot (idle past sourceForgetAfterMs). */
   forgetSource(source: string): void {
+    // Its ticks are long committed: a resume reads the journal to its end without a target.
+    this.#lastLiveSeq.delete(source);
     for (const [symbol, sources] of this.#sourcesOf) {
       if (!sources.delete(source)) continue;
       this.#latest.delete(latestKey(source, symbol));
