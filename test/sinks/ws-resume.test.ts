@@ -220,3 +220,51 @@ describe('websocket resume and replay from the journal (real serve, sim, broker)
     await c.closed;
   }, 60_000);
 });
+
+describe('websocket resume over its bound of held live ticks (real serve, sim, broker)', () => {
+  const n = isolatedNames('wsheld');
+  let serve: ServeProcess;
+
+  beforeAll(async () => {
+    serve = await startServe(
+      serveArgs(n, [
+        '--redis-enabled',
+        'false',
+        '--loader-enabled',
+        'false',
+        '--ws-resume-max-held-ticks',
+        '20',
+      ]),
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    expect(await serve?.stop()).toBe(0);
+    await removeNames([n]);
+  }, 60_000);
+
+  it('fails with ERR_LIMIT and closes with 1013 so the client resumes again; other clients are untouched', async () => {
+    const live = await connect(serve.httpPort);
+    live.ws.send(JSON.stringify({ op: 'subscribe', channels: ['*'] }));
+    const run = sim(serve.ingressPort, 'held', ['--symbols', '2', '--rate', '2000', '--duration', '6']);
+    expect(await waitFor(() => ticksOf(live.messages, 'held').length > 2000, 60_000)).toBe(true);
+    // Catching up from seq 0 takes longer than 20 live ticks take to arrive.
+    const c = await connect(serve.httpPort);
+    const code = new Promise<number>((resolve) => c.ws.once('close', (n) => resolve(n)));
+    c.ws.send(JSON.stringify({ op: 'resume', channels: ['*'], after: { held: 0 } }));
+    expect(await code).toBe(1013);
+    const error = c.messages.find((m) => m.type === 'error');
+    expect(error?.code).toBe('ERR_LIMIT');
+    expect(c.messages.some((m) => m.type === 'resumed')).toBe(false);
+    const result = await run;
+    expect(result.code, result.output).toBe(0);
+    expect(
+      await waitFor(() => ticksOf(live.messages, 'held').length === captured(result.output), 30_000),
+    ).toBe(true);
+    const metrics = await fetch(`http://127.0.0.1:${serve.httpPort}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(
+      /tickstream_ws_journal_session_failures_total\{kind="resume",code="ERR_LIMIT"\} 1/,
+    );
+    live.ws.close();
+  }, 120_000);
+});
