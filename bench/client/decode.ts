@@ -3,7 +3,7 @@
  * symbol's slice of a live batch, as serve sends it) to tick objects and to columns, beside
  * JSON.parse of the same ticks as a JSON `ticks` message, which is what a JSON client pays.
  */
-import { decodeTickColumns, decodeTicks } from '../../client/src/index.js';
+import { decodeTickColumns, decodeTicks, tickObjects } from '../../client/src/index.js';
 import { TickRecordEncoder } from '../../codecs/flat-record.js';
 import { syntheticTicks } from '../codecs/synthetic.js';
 import type { MicroBench } from '../types.js';
@@ -38,6 +38,12 @@ export async function benches(): Promise<MicroBench[]> {
   return [
     {
       name: `client: FlatBuffers ws frame → tick objects (${TICKS} ticks)`,
+      group: 'client',
+      ticksPerOp: TICKS,
+      fn: () => check(tickObjects(decodeTickColumns(frame)).length),
+    },
+    {
+      name: `client: FlatBuffers Kafka record → tick objects with symbol (${TICKS} ticks)`,
       group: 'client',
       ticksPerOp: TICKS,
       fn: () => check(decodeTicks(frame).ticks.length),

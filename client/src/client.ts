@@ -10,7 +10,7 @@
  * appear, so a message that starts above every seq seen so far closes the previous batch), and
  * resumes after it; ticks the server sends again are dropped by their (source, symbol, seq).
  */
-import { decodeTicks, type Tick } from './records.js';
+import { decodeTickColumns, type Tick, tickObjects } from './records.js';
 
 export type { Tick };
 
@@ -293,10 +293,11 @@ export class TickstreamClient {
   #onMessage(data: unknown): void {
     if (typeof data !== 'string') {
       const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
-      const { source, ticks: rows } = decodeTicks(bytes);
-      // A binary frame holds one symbol's ticks.
-      const symbol = rows[0]?.symbol ?? '';
-      const ticks = rows.map(({ symbol: _, ...t }) => t);
+      const columns = decodeTickColumns(bytes);
+      const source = columns.source;
+      // A frame holds one symbol's ticks.
+      const symbol = columns.symbols[0] ?? '';
+      const ticks = tickObjects(columns);
       const header = this.#replayHeader;
       this.#replayHeader = null;
       if (header) this.#emit('replay', { id: header.id, source, symbol: header.symbol, ticks });

@@ -19,4 +19,5 @@ export {
   type RecordTick,
   type Tick,
   type TickColumns,
+  tickObjects,
 } from './records.js';

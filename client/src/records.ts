@@ -64,6 +64,25 @@ export function decodeTickColumns(value: Uint8Array): TickColumns {
   };
 }
 
+/** Tick objects of rows [0, length) of columns, without their symbol. */
+export function tickObjects(c: TickColumns): Tick[] {
+  const ticks: Tick[] = new Array(c.length);
+  for (let i = 0; i < c.length; i++) {
+    ticks[i] = {
+      seq: c.seq[i] as number,
+      time: c.time[i] as number,
+      tsrv: c.tsrv[i] as number,
+      bid: c.bid[i] as number,
+      ask: c.ask[i] as number,
+      last: c.last[i] as number,
+      vol: c.vol[i] as number,
+      volr: c.volr[i] as number,
+      flags: c.flags[i] as number,
+    };
+  }
+  return ticks;
+}
+
 /** Decodes a tick record to its source and one object per tick, in seq order. */
 export function decodeTicks(value: Uint8Array): { source: string; ticks: RecordTick[] } {
   const c = decodeTickColumns(value);
