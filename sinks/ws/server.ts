@@ -88,8 +88,8 @@ export interface JournalSessionOptions {
 }
 
 /**
- * Ticks a replay or resume decodes between two yields of the event loop: about a millisecond
- * of decoding, so live publishing never waits longer than that for a session.
+ * Ticks a replay or resume decodes (and turns into messages) between two yields of the event
+ * loop: live publishing waits at most that much work of one session.
  */
 const SESSION_TICKS_PER_TURN = 10_000;
 
