@@ -37,6 +37,7 @@ const microModules = [
   './codecs/flat-record.js',
   './codecs/pg-copy.js',
   './pipeline/decode-pool.js',
+  './client/decode.js',
 ];
 /** Sink comparisons: each exports `compare(options): Promise<Comparison[]>`. */
 const sinkModules = [

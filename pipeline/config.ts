@@ -189,6 +189,24 @@ export const configShape = {
     .describe(
       'Snapshot messages sent to a subscribing client per event-loop turn (bounds the work of one subscribe)',
     ),
+  wsMaxJournalSessions: positive
+    .default(16)
+    .describe(
+      'Websocket replay and resume sessions reading the journal at once (all clients); more get ERR_LIMIT',
+    ),
+  wsMaxReplaysPerClient: positive
+    .default(2)
+    .describe('Websocket replay sessions one client may run at once; more get ERR_LIMIT'),
+  wsResumeMaxHeldTicks: positive
+    .default(500_000)
+    .describe(
+      'Live ticks held for a resuming websocket client during its catch-up; past it the resume fails (ERR_LIMIT)',
+    ),
+  wsResumeIdleTimeoutMs: positive
+    .default(30_000)
+    .describe(
+      'A websocket resume fails when the journal brings nothing new for this long before it caught up',
+    ),
   maxSources: positive
     .default(256)
     .describe('Sources the bridge keeps live state for; a new one past it is refused with ERR_LIMIT'),

@@ -10,6 +10,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
+import { openRangeCursor } from '../sinks/kafka/range-reader.js';
 import { SourceLog } from '../sinks/kafka/source-log.js';
 import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
@@ -22,6 +23,7 @@ import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
 import { MergedFeed } from './merged-feed.js';
 import { createPipelineMetrics } from './metrics.js';
+import { Pacer } from './pace.js';
 import { SourceClaims } from './source-claims.js';
 import { statusPageHtml } from './status-page.js';
 
@@ -143,6 +145,14 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxClients: config.wsMaxClients,
     maxChannelsPerClient: config.wsMaxChannelsPerClient,
     snapshotsPerTurn: config.wsSnapshotsPerTurn,
+    journal: {
+      open: () => openRangeCursor({ brokers: config.kafkaBrokers, topic: config.ticksTopic }),
+      pacer: (speed) => new Pacer(speed),
+      maxSessions: config.wsMaxJournalSessions,
+      maxReplaysPerClient: config.wsMaxReplaysPerClient,
+      resumeMaxHeldTicks: config.wsResumeMaxHeldTicks,
+      resumeIdleTimeoutMs: config.wsResumeIdleTimeoutMs,
+    },
     registry,
     logger: logger.child({ part: 'ws' }),
     ...(failPoint ? { failPoint } : {}),

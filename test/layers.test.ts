@@ -1,5 +1,6 @@
 // Folder = layer, and imports go one way (README, Architecture): codecs import nothing of ours,
-// bridge and sinks import codecs only (sinks never each other), pipeline wires everything.
+// bridge and sinks import codecs only (sinks never each other), pipeline wires everything;
+// client/ (@tickstream/client) imports codecs only.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,12 +12,14 @@ const allowed: Record<string, string[]> = {
   bridge: ['codecs', 'bridge'],
   sinks: ['codecs'],
   pipeline: ['codecs', 'bridge', 'sinks', 'pipeline'],
+  // The published client shares the record codec with the server, nothing else.
+  client: ['codecs', 'client'],
 };
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);
-    if (statSync(path).isDirectory()) return name === 'generated' ? [] : sourceFiles(path);
+    if (statSync(path).isDirectory()) return name === 'generated' || name === 'dist' ? [] : sourceFiles(path);
     return name.endsWith('.ts') ? [path] : [];
   });
 }

@@ -7,6 +7,10 @@
  *   ← {"type":"subscribed",...}, then one {"type":"snapshot",...} per matching source:symbol seen
  *   ← {"type":"ticks","source","symbol","rt","ticks":[{seq,time,tsrv,bid,ask,last,vol,volr,flags}]}
  *   ← {"type":"bar",...}
+ *   → {"op":"resume","channels":[...],"after":{"SOURCE":SEQ}}   journal catch-up, "resumed", then live
+ *   → {"op":"replay","id":"r1","channels":[...],"from":T,"to":T,"speed":"max"|N}   "replay"…, "replay_end"
+ * Resume and replay read the journal through `options.journal` (sinks/ws/replay-session.ts);
+ * a resuming client's live ticks of its `after` sources are held until its catch-up is over.
  * `?format=flatbuffers` sends tick messages as binary TickRecords instead (codecs/schema).
  * Each (source, symbol) slice is serialised once per format per publish, whatever the number
  * of clients; a client subscribed to overlapping channels still gets each tick once.
@@ -38,6 +42,15 @@ import type { Bar } from '../../codecs/bar.js';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import { TickRecordEncoder } from '../../codecs/flat-record.js';
 import type { TickBatch } from '../../codecs/tick-batch.js';
+import { pick, tickObjects } from './messages.js';
+import {
+  type OpenJournal,
+  type PacerLike,
+  parseTime,
+  ReplaySession,
+  ResumeSession,
+  type SessionSocket,
+} from './replay-session.js';
 
 export interface WsServerOptions {
   host: string;
@@ -53,9 +66,33 @@ export interface WsServerOptions {
   snapshotsPerTurn: number;
   registry: Registry;
   logger: Logger;
+  /** Replay and resume from the tick journal; without it those ops are refused. */
+  journal?: JournalSessionOptions;
   /** Fault injection (tests): throws at `ws-message` to prove a handler's exception stays its client's. */
   failPoint?: (name: string) => void;
 }
+
+export interface JournalSessionOptions {
+  /** Opens a cursor over the tick journal (serve: sinks/kafka/range-reader.ts). */
+  open: OpenJournal;
+  /** Paces a replay at `speed` (×N of event time, or 'max'). */
+  pacer: (speed: number | 'max') => PacerLike;
+  /** Replay and resume sessions at once, all clients together. */
+  maxSessions: number;
+  /** Replay sessions at once per client. */
+  maxReplaysPerClient: number;
+  /** Live ticks held per resuming client while it catches up; past it the resume fails (ERR_LIMIT). */
+  resumeMaxHeldTicks: number;
+  /** A resume fails when the journal brings nothing new for this long before it caught up. */
+  resumeIdleTimeoutMs: number;
+}
+
+/**
+ * Ticks a replay or resume decodes (and turns into messages) between two yields of the event
+ * loop: live publishing waits at most that much work of one session (one record of the default
+ * recordTicks; 10 such records took 8 to 60 ms on the loaded 2-core test machine).
+ */
+const SESSION_TICKS_PER_TURN = 1000;
 
 export interface HttpRequest {
   path: string;
@@ -89,6 +126,10 @@ interface Client {
   /** Pairs (`latestKey`) whose snapshot is still to send, a few per event-loop turn. */
   snapshots: Set<string>;
   snapshotScheduled: boolean;
+  /** The catch-up in progress, holding live ticks of its sources. */
+  resume: ResumeSession | null;
+  /** Replay sessions in progress, by id. */
+  replays: Map<string, ReplaySession>;
 }
 
 type Socket = uws.WebSocket<Client>;
@@ -107,11 +148,30 @@ const STATUS: Record<number, string> = {
 const MAX_CHANNEL_LENGTH = 199;
 const channel = z.string().min(1).max(MAX_CHANNEL_LENGTH);
 /** The only client messages there are (docs/websocket.md). */
-const clientMessage = z.object({
-  op: z.enum(['subscribe', 'unsubscribe']),
-  channels: z.array(channel),
-});
-const USAGE = 'send {"op":"subscribe","channels":["EURUSD"]} or {"op":"unsubscribe","channels":["EURUSD"]}';
+const time = z.union([z.number().int(), z.string().min(1).max(64)]);
+const seq = z.number().int().min(0);
+const clientMessage = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.enum(['subscribe', 'unsubscribe']), channels: z.array(channel) }),
+  z.strictObject({
+    op: z.literal('resume'),
+    channels: z.array(channel),
+    after: z.record(z.string().min(1).max(MAX_CHANNEL_LENGTH), seq),
+  }),
+  z.strictObject({
+    op: z.literal('replay'),
+    id: z.string().min(1).max(64),
+    channels: z.array(channel).min(1),
+    from: time.optional(),
+    to: time.optional(),
+    speed: z.union([z.literal('max'), z.number().positive()]).default('max'),
+    source: z.string().min(1).max(MAX_CHANNEL_LENGTH).optional(),
+    fromSeq: seq.optional(),
+    toSeq: seq.optional(),
+  }),
+]);
+type ClientMessage = z.infer<typeof clientMessage>;
+const USAGE =
+  'send {"op":"subscribe","channels":["EURUSD"]}, {"op":"unsubscribe","channels":["EURUSD"]}, {"op":"resume","channels":["EURUSD"],"after":{"SOURCE":SEQ}} or {"op":"replay","id":"r1","channels":["EURUSD"],"from":TIME,"to":TIME,"speed":"max"}';
 
 /** Routes answer these; HEAD is GET without the body. */
 const ALLOW = 'GET, HEAD';
@@ -133,6 +193,10 @@ export class WsServer {
   #lastFullLogAt = 0;
   #lastRefusalLogAt = 0;
   readonly #encoder = new TickRecordEncoder();
+  /** Source → the newest seq published live: where a resume's journal read must get to. */
+  readonly #lastLiveSeq = new Map<string, number>();
+  /** Replay and resume sessions running, all clients. */
+  #sessions = 0;
   #listen: uws.us_listen_socket | null = null;
   readonly #m;
 
@@ -180,7 +244,7 @@ export class WsServer {
       }),
       refusedMessages: new Counter({
         name: 'tickstream_ws_refused_messages_total',
-        help: 'Client messages refused with an error reply, by reason (not_json, shape, channel_limit)',
+        help: 'Client messages refused with an error reply, by reason (not_json, shape, channel_limit, resume, replay)',
         labelNames: ['reason'],
         registers,
       }),
@@ -208,6 +272,24 @@ export class WsServer {
       droppedBars: new Counter({
         name: 'tickstream_ws_dropped_bars_total',
         help: 'Bar messages not sent to a client because it was over its backpressure limit',
+        registers,
+      }),
+      sessions: new Gauge({
+        name: 'tickstream_ws_journal_sessions',
+        help: 'Websocket replay and resume sessions reading the journal now',
+        labelNames: ['kind'],
+        registers,
+      }),
+      sessionTicks: new Counter({
+        name: 'tickstream_ws_journal_ticks_sent_total',
+        help: 'Ticks read from the journal and sent to websocket clients (replay, resume catch-up)',
+        labelNames: ['kind'],
+        registers,
+      }),
+      sessionFailures: new Counter({
+        name: 'tickstream_ws_journal_session_failures_total',
+        help: 'Replay and resume sessions that ended with an error to the client, by code',
+        labelNames: ['kind', 'code'],
         registers,
       }),
       latency: new Histogram({
@@ -257,6 +339,8 @@ export class WsServer {
             closed: false,
             snapshots: new Set(),
             snapshotScheduled: false,
+            resume: null,
+            replays: new Map(),
           },
           key,
           protocol,
@@ -281,6 +365,8 @@ export class WsServer {
           this.#m.snapshotsPending.dec(c.snapshots.size);
           this.#m.channels.dec(c.channels.size);
           c.snapshots.clear();
+          c.resume?.cancel();
+          for (const r of c.replays.values()) r.cancel();
           this.#clients.delete(ws);
           this.#m.clients.set(this.#clients.size);
         }),
@@ -483,6 +569,7 @@ export class WsServer {
   }
 
   write(batch: TickBatch): void {
+    if (batch.length) this.#lastLiveSeq.set(batch.source, batch.seq[batch.length - 1] as number);
     if (this.#clients.size === 0) {
       this.#remember(batch);
       return;
@@ -525,6 +612,11 @@ export class WsServer {
             ws.send(before, false);
             this.#m.messages.inc();
           }
+        }
+        // A resuming client gets its sources' live ticks once its catch-up is over.
+        if (c.resume?.holds(batch.source)) {
+          c.resume.hold(batch, symbol, idx);
+          continue;
         }
         if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) {
           this.#slow(ws, c, key, batch, symbol, idx);
@@ -593,6 +685,8 @@ export class WsServer {
 
   /** Drops the snapshots of a source the pipeline forgot (idle past sourceForgetAfterMs). */
   forgetSource(source: string): void {
+    // Its ticks are long committed: a resume reads the journal to its end without a target.
+    this.#lastLiveSeq.delete(source);
     for (const [symbol, sources] of this.#sourcesOf) {
       if (!sources.delete(source)) continue;
       this.#latest.delete(latestKey(source, symbol));
@@ -659,6 +753,8 @@ export class WsServer {
 
   #drain(ws: Socket): void {
     const c = ws.getUserData();
+    c.resume?.drained();
+    for (const r of c.replays.values()) r.drained();
     if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) return;
     for (const [key, v] of c.conflated) {
       c.conflated.delete(key);
@@ -701,8 +797,13 @@ export class WsServer {
       );
       return;
     }
-    const { op, channels } = m.data;
     const c = ws.getUserData();
+    if (m.data.op === 'replay') {
+      this.#startReplay(ws, c, m.data);
+      return;
+    }
+    if (m.data.op === 'resume' && !this.#canResume(ws, c, m.data.after)) return;
+    const { op, channels } = m.data;
     if (op === 'unsubscribe') {
       let removed = 0;
       for (const ch of channels) if (c.channels.delete(ch)) removed++;
@@ -725,12 +826,202 @@ export class WsServer {
     for (const ch of fresh) c.channels.add(ch);
     this.#m.channels.inc(fresh.size);
     ws.send(JSON.stringify({ type: 'subscribed', channels, total: c.channels.size }), false);
+    if (m.data.op === 'resume') {
+      // No snapshots: the catch-up brings every tick after the client's last one instead.
+      this.#startResume(ws, c, m.data.after);
+      return;
+    }
     // A lookup per channel, never a scan of the pairs per channel; the sending is spread over turns.
     const before = c.snapshots.size;
     if (channels.includes('*')) for (const key of this.#latest.keys()) c.snapshots.add(key);
     else for (const ch of channels) this.#matchSnapshots(ch, c.snapshots);
     this.#m.snapshotsPending.inc(c.snapshots.size - before);
     if (c.snapshots.size) this.#scheduleSnapshots(ws, c);
+  }
+
+  /** Why a journal session cannot start now, or null. */
+  #sessionRefusal(): { code: ErrorCode; message: string } | null {
+    if (!this.#o.journal)
+      return {
+        code: ErrorCode.CONFIG,
+        message: 'this server has no journal reader: replay and resume are not available here',
+      };
+    const max = this.#o.journal.maxSessions;
+    if (this.#sessions >= max)
+      return {
+        code: ErrorCode.LIMIT,
+        message: `the server runs ${max} replay/resume sessions already (wsMaxJournalSessions): try again shortly`,
+      };
+    return null;
+  }
+
+  #canResume(ws: Socket, c: Client, after: Record<string, number>): boolean {
+    const refusal =
+      this.#sessionRefusal() ??
+      (c.resume
+        ? {
+            code: ErrorCode.LIMIT,
+            message: 'a resume is in progress on this connection already: wait for its "resumed" message',
+          }
+        : Object.keys(after).length > this.#o.maxChannelsPerClient
+          ? {
+              code: ErrorCode.LIMIT,
+              message: `resume names more than ${this.#o.maxChannelsPerClient} sources (wsMaxChannelsPerClient)`,
+            }
+          : null);
+    if (!refusal) return true;
+    this.#refuse(ws, 'resume', refusal.code, refusal.message);
+    return false;
+  }
+
+  #sessionSocket(ws: Socket, c: Client): SessionSocket {
+    return {
+      binary: c.binary,
+      get closed() {
+        return c.closed;
+      },
+      send: (data, binary) => {
+        if (c.closed) return;
+        ws.send(data, binary);
+        this.#m.messages.inc();
+      },
+      buffered: () => (c.closed ? 0 : ws.getBufferedAmount()),
+    };
+  }
+
+  #sessionContext(ws: Socket, c: Client) {
+    return {
+      socket: this.#sessionSocket(ws, c),
+      maxBuffered: this.#o.maxBackpressureBytes,
+      encoder: new TickRecordEncoder(),
+      ticksPerTurn: SESSION_TICKS_PER_TURN,
+    };
+  }
+
+  /** Holds this client's live ticks of the `after` sources from now on, and catches up from the journal. */
+  #startResume(ws: Socket, c: Client, after: Record<string, number>): void {
+    const sources = new Map(Object.entries(after));
+    const targets = new Map<string, number>();
+    for (const [source, seq] of sources) {
+      const live = this.#lastLiveSeq.get(source);
+      if (live !== undefined && live > seq) targets.set(source, live);
+    }
+    const session = new ResumeSession(this.#sessionContext(ws, c), {
+      channels: new Set(c.channels),
+      after: sources,
+      targets,
+      maxHeldTicks: this.#o.journal?.resumeMaxHeldTicks ?? 0,
+      idleTimeoutMs: this.#o.journal?.resumeIdleTimeoutMs ?? 0,
+    });
+    c.resume = session;
+    void this.#runSession('resume', ws, c, async () => {
+      const cursor = await (this.#o.journal as JournalSessionOptions).open();
+      try {
+        await session.run(cursor, (n) => this.#m.sessionTicks.inc({ kind: 'resume' }, n));
+      } finally {
+        await cursor.close();
+      }
+    }).finally(() => {
+      if (c.resume === session) c.resume = null;
+    });
+  }
+
+  #startReplay(ws: Socket, c: Client, m: Extract<ClientMessage, { op: 'replay' }>): void {
+    const fromMs = m.from === undefined ? Number.NEGATIVE_INFINITY : parseTime(m.from);
+    const toMs = m.to === undefined ? Number.POSITIVE_INFINITY : parseTime(m.to);
+    const bad =
+      Number.isNaN(fromMs) || Number.isNaN(toMs)
+        ? 'from and to are UTC ISO times ("2024-03-01T12:00:00Z") or epoch milliseconds'
+        : toMs <= fromMs
+          ? `to (${m.to}) must be after from (${m.from})`
+          : (m.fromSeq !== undefined || m.toSeq !== undefined) && m.source === undefined
+            ? 'fromSeq and toSeq need "source": seqs are counted per source'
+            : m.fromSeq !== undefined && m.toSeq !== undefined && m.toSeq < m.fromSeq
+              ? `toSeq (${m.toSeq}) must not be below fromSeq (${m.fromSeq})`
+              : c.replays.has(m.id)
+                ? `a replay with id ${JSON.stringify(m.id)} is running on this connection already: use another id`
+                : null;
+    if (bad) {
+      this.#refuse(ws, 'replay', ErrorCode.FRAME_PAYLOAD, `${bad}; ${USAGE}`);
+      return;
+    }
+    const perClient = this.#o.journal?.maxReplaysPerClient ?? 0;
+    const refusal =
+      this.#sessionRefusal() ??
+      (c.replays.size >= perClient
+        ? {
+            code: ErrorCode.LIMIT,
+            message: `this connection runs ${perClient} replays already (wsMaxReplaysPerClient): wait for a replay_end`,
+          }
+        : null);
+    if (refusal) {
+      this.#refuse(ws, 'replay', refusal.code, refusal.message);
+      return;
+    }
+    const session = new ReplaySession(
+      this.#sessionContext(ws, c),
+      {
+        id: m.id,
+        channels: new Set(m.channels),
+        source: m.source ?? null,
+        fromMs,
+        toMs,
+        fromSeq: m.fromSeq ?? 0,
+        toSeq: m.toSeq ?? Number.POSITIVE_INFINITY,
+      },
+      (this.#o.journal as JournalSessionOptions).pacer(m.speed),
+    );
+    c.replays.set(m.id, session);
+    const socket = this.#sessionSocket(ws, c);
+    void this.#runSession(
+      'replay',
+      ws,
+      c,
+      async () => {
+        const cursor = await (this.#o.journal as JournalSessionOptions).open();
+        try {
+          const ticks = await session.run(cursor, (n) => this.#m.sessionTicks.inc({ kind: 'replay' }, n));
+          if (!session.cancelled) socket.send(JSON.stringify({ type: 'replay_end', id: m.id, ticks }), false);
+        } finally {
+          await cursor.close();
+        }
+      },
+      m.id,
+    ).finally(() => c.replays.delete(m.id));
+  }
+
+  /**
+   * Runs a session, counted; an error goes to the client with its code (and the replay id). A
+   * failed resume closes the connection with 1013: the live ticks it held are gone, so the
+   * client must reconnect and resume again.
+   */
+  async #runSession(
+    kind: 'replay' | 'resume',
+    ws: Socket,
+    c: Client,
+    body: () => Promise<void>,
+    id?: string,
+  ) {
+    this.#sessions++;
+    this.#m.sessions.inc({ kind });
+    try {
+      await body();
+    } catch (err) {
+      const e =
+        err instanceof TickstreamError ? err : new TickstreamError(ErrorCode.KAFKA, (err as Error).message);
+      this.#m.sessionFailures.inc({ kind, code: e.code });
+      this.#o.logger.warn({ kind, code: e.code, err: e.message }, `websocket ${kind} failed`);
+      if (!c.closed) {
+        ws.send(
+          JSON.stringify({ type: 'error', code: e.code, message: e.message, ...(id ? { id } : {}) }),
+          false,
+        );
+        if (kind === 'resume') ws.end(1013, 'resume failed: reconnect and resume again');
+      }
+    } finally {
+      this.#sessions--;
+      this.#m.sessions.dec({ kind });
+    }
   }
 
   /** Adds the pairs `ch` names: a symbol of any source, or `source:symbol` split at any `:`. */
@@ -780,20 +1071,6 @@ function tokenOf(query: URLSearchParams, authorization: string): string {
 const nan = (v: number) => (Number.isNaN(v) ? null : v);
 
 function tickMessage(batch: TickBatch, symbol: string, idx: number[], type = 'ticks', skipped = 0): string {
-  let ticks = '';
-  for (const i of idx) {
-    ticks += `${ticks ? ',' : ''}{"seq":${batch.seq[i]},"time":${batch.utcMsc[i]},"tsrv":${batch.serverTimeMsc[i]},"bid":${batch.bid[i]},"ask":${batch.ask[i]},"last":${batch.last[i]},"vol":${batch.volume[i]},"volr":${batch.volumeReal[i]},"flags":${batch.flags[i]}}`;
-  }
   const extra = skipped ? `,"conflated":true,"skipped":${skipped}` : '';
-  return `{"type":"${type}","source":${JSON.stringify(batch.source)},"symbol":${JSON.stringify(symbol)},"rt":${batch.receivedAtMs}${extra},"ticks":[${ticks}]}`;
-}
-
-/** The rows `idx` of a batch as a batch of their own (for the binary format). */
-function pick(batch: TickBatch, idx: number[]): TickBatch {
-  const cols = ['seq', 'serverTimeMsc', 'utcMsc', 'bid', 'ask', 'last', 'volume', 'volumeReal'] as const;
-  const out = { ...batch, length: idx.length } as TickBatch;
-  for (const k of cols) out[k] = Float64Array.from(idx, (i) => batch[k][i] as number);
-  out.symbolIndex = Uint16Array.from(idx, (i) => batch.symbolIndex[i] as number);
-  out.flags = Uint32Array.from(idx, (i) => batch.flags[i] as number);
-  return out;
+  return `{"type":"${type}","source":${JSON.stringify(batch.source)},"symbol":${JSON.stringify(symbol)},"rt":${batch.receivedAtMs}${extra},"ticks":[${tickObjects(batch, idx)}]}`;
 }
