@@ -7,7 +7,6 @@
  * One timer per call that has to wait, none otherwise: callers wait per record or per slice of
  * a record (pipeline/replay.ts), never per tick. `max` never waits.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 
 export class Pacer {
@@ -33,6 +32,6 @@ export class Pacer {
     }
     const due = this.#anchorWallMs + (eventTimeMs - this.#anchorEventMs) / this.#speed;
     const ahead = due - performance.now();
-    if (ahead > 0) await sleep(ahead);
+    if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
   }
 }
