@@ -24,7 +24,7 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
 import type { TickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
-import { configKeys, loadConfig } from './config.js';
+import { configKeys, kafkaSecurityOf, loadConfig } from './config.js';
 
 export const REPLAY_COMMAND = {
   name: 'replay',
@@ -309,6 +309,7 @@ export async function replayMain(argv: string[]): Promise<number> {
     if (format === 'csv') await output.write(`${COLUMNS.join(',')}\n`);
     await readJournal({
       brokers: config.kafkaBrokers,
+      security: kafkaSecurityOf(config),
       topic: config.ticksTopic,
       onPartitions: (partitions) => progress.partitions(partitions),
       onMessages: async (messages) => {

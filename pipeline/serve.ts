@@ -14,7 +14,7 @@ import { readSourceStates } from '../sinks/kafka/reader.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
-import type { Config } from './config.js';
+import { type Config, kafkaSecurityOf } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
@@ -61,6 +61,9 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
 
   const journal = new KafkaJournal({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
+    replicationFactor: config.topicReplicationFactor,
+    minInsyncReplicas: config.topicMinInsyncReplicas,
     transactionalId: `tickstream-${config.instanceId}`,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
@@ -77,7 +80,11 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     ...(slowPoint ? { slowPoint } : {}),
   });
   await journal.start();
-  const states = await readSourceStates({ brokers: config.kafkaBrokers, sourcesTopic: config.sourcesTopic });
+  const states = await readSourceStates({
+    brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
+    sourcesTopic: config.sourcesTopic,
+  });
   logger.info({ sources: states.size }, 'resume state loaded from the journal');
 
   const live: LiveSink[] = [];
@@ -260,6 +267,7 @@ export function createLoader(
 ): PostgresLoader {
   return new PostgresLoader({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
     groupId: config.loaderGroupId,
     instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,

@@ -30,6 +30,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
 import { decodeBar } from '../../codecs/flat-record.js';
+import { connectKafka, type KafkaSecurity, kafkaClientProps } from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
 import { DAY_MS, type LoadPlan, type Parked, planTicks } from './load-plan.js';
 import { type Binding, checkBinding, readLogStates } from './log-binding.js';
@@ -37,6 +38,8 @@ import { migrate, quoteIdent } from './migrate.js';
 
 export interface LoaderOptions {
   brokers: string;
+  /** TLS/SASL of the consumer (codecs/kafka-client.ts); undefined: plaintext. */
+  security?: KafkaSecurity;
   groupId: string;
   /**
    * Static group membership (`group.instance.id`): a loader restarted under the same id takes
@@ -150,7 +153,7 @@ export class PostgresLoader {
     this.#pool.on('error', (err) => this.#clientError(err));
     this.#consumer = new RdKafka.KafkaConsumer(
       {
-        'metadata.broker.list': options.brokers,
+        ...kafkaClientProps(options.brokers, options.security),
         'group.id': options.groupId,
         'group.instance.id': `${options.groupId}-${options.instanceId}`,
         'session.timeout.ms': 10_000,
@@ -254,9 +257,7 @@ export class PostgresLoader {
       client.off('error', onError);
       client.release();
     }
-    await new Promise<void>((resolve, reject) =>
-      this.#consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())),
-    );
+    await connectKafka(this.#consumer, this.#o.brokers, this.#o.security, 10_000, (err) => err);
     this.#admin = RdKafka.AdminClient.createFrom(this.#consumer);
     this.#consumer.subscribe([this.#o.ticksTopic, this.#o.barsTopic]);
     this.#running = true;
