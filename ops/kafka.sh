@@ -176,18 +176,19 @@ cluster_up() {
 node_ping() { node "$here/kafka-ping.mjs" "$host" "$1" 1000 2>/dev/null; }
 
 cluster_down() {
-  local id pid
+  local id pid pids=()
+  # All at once: stopped one by one, the last ones would wait on a quorum that is going away.
   for id in 1 2 3; do
-    if pid=$(node_pid "$id"); then kill "$pid"; fi
+    if pid=$(node_pid "$id"); then kill "$pid"; pids[id]=$pid; fi
   done
-  for id in 1 2 3; do
-    if pid=$(node_pid "$id"); then
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-      say "node $id stopped (pid $pid)"
-    fi
-    rm -f "$cluster_dir/node-$id/broker.pid"
+  for id in "${!pids[@]}"; do
+    pid=${pids[id]}
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    say "node $id stopped (pid $pid)"
   done
+  (( ${#pids[@]} )) || say "cluster not running ($cluster_dir)"
+  rm -f "$cluster_dir"/node-*/broker.pid
 }
 
 cluster_status() {
