@@ -153,7 +153,7 @@ it('kill -9 of the partition leader, twice, while three sims stream: commits res
           '--rate',
           '600',
           '--duration',
-          '90',
+          '60',
           '--seed',
           String(11 + i),
           '--source',
