@@ -58,7 +58,19 @@ beforeAll(async () => {
   };
   brokers = ports.map((p) => `127.0.0.1:${p}`).join(',');
   await cluster('up');
+  const { stdout } = await cluster('status');
+  for (const [i, port] of ports.entries())
+    expect(stdout).toMatch(new RegExp(`^node ${i + 1} port ${port} pid \\d+ rss_mb \\d+$`, 'm'));
 }, 180_000);
+
+/** `cluster status` output; it exits 3 when a node is down. */
+async function status(): Promise<string> {
+  try {
+    return (await cluster('status')).stdout;
+  } catch (err) {
+    return (err as { stdout?: string }).stdout ?? '';
+  }
+}
 
 afterAll(async () => {
   await cluster('down').catch(() => undefined);
@@ -178,6 +190,12 @@ it('kill -9 of the partition leader, twice, while three sims stream: commits res
       say(`round ${round}: kill -9 node ${leader} (leader of partition 0) after ${commits.last()} commits`);
       const count = commits.last();
       process.kill(pidOf(leader), 'SIGKILL');
+      expect(
+        await waitFor(
+          async () => (await status()).includes(`node ${leader} port ${ports[leader - 1]} down`),
+          10_000,
+        ),
+      ).toBe(true);
       expect(
         await waitFor(() => commits.last() > count + 20, 60_000),
         `commits go on after node ${leader} was killed`,
