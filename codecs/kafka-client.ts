@@ -35,7 +35,8 @@ export function kafkaClientProps(brokers: string, security?: KafkaSecurity): Pro
   const props: Props = { 'metadata.broker.list': brokers };
   if (!security || security.protocol === 'plaintext') return props;
   props['security.protocol'] = security.protocol;
-  // Logs come as events: connectKafka reads the authentication and TLS failures from them.
+  // Logs come as events: connectKafka reads the authentication and TLS failures from them,
+  // forwardKafkaLogs passes the warnings on to the logger.
   props['event_cb'] = true;
   if (security.protocol === 'sasl_plaintext' || security.protocol === 'sasl_ssl') {
     props['sasl.mechanisms'] = security.saslMechanism;
@@ -90,6 +91,26 @@ export function securityFailureOf(
       );
   securityFailures.add(err);
   return err;
+}
+
+/**
+ * A secured client's librdkafka log lines of warning level or worse, to `log`: with `event_cb`
+ * (set for them by kafkaClientProps) librdkafka no longer prints them on stderr itself.
+ */
+export function forwardKafkaLogs(
+  client: {
+    on(
+      event: 'event.log',
+      listener: (e: { severity: number; fac: string; message: string }) => void,
+    ): unknown;
+  },
+  security: KafkaSecurity | undefined,
+  log: (line: { fac: string; severity: number }, message: string) => void,
+): void {
+  if (!security || security.protocol === 'plaintext') return;
+  client.on('event.log', (e) => {
+    if (e.severity <= 4) log({ fac: e.fac, severity: e.severity }, e.message);
+  });
 }
 
 /** What connectKafka needs of a librdkafka client (producer or consumer). */

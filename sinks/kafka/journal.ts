@@ -33,6 +33,7 @@ import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import {
   connectKafka,
   describeKafka,
+  forwardKafkaLogs,
   type KafkaSecurity,
   kafkaClientProps,
 } from '../../codecs/kafka-client.js';
@@ -149,7 +150,7 @@ export class KafkaJournal {
       ...options.librdkafka,
     };
     this.#config = config as RdKafka.ProducerGlobalConfig;
-    this.#producer = new RdKafka.Producer(this.#config);
+    this.#producer = this.#newProducer();
     const registers = [options.registry];
     this.#m = {
       records: new Counter({
@@ -193,6 +194,12 @@ export class KafkaJournal {
       ready: new Gauge({ name: 'tickstream_journal_ready', help: '1 while the journal commits', registers }),
     };
     this.#m.queuedLimit.set(options.maxQueuedBytes);
+  }
+
+  #newProducer(): RdKafka.Producer {
+    const producer = new RdKafka.Producer(this.#config);
+    forwardKafkaLogs(producer, this.#o.security, (at, message) => this.#o.logger.warn(at, message));
+    return producer;
   }
 
   /** Why the journal stopped for good (fenced, fatal), or null while it works. */
@@ -272,7 +279,7 @@ export class KafkaJournal {
         );
         return 'fatal';
       }
-      this.#producer = new RdKafka.Producer(this.#config);
+      this.#producer = this.#newProducer();
       try {
         await this.#connect();
         await this.#call('initTransactions', (cb) => this.#producer.initTransactions(TXN_TIMEOUT_MS, cb));

@@ -30,7 +30,12 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
 import { decodeBar } from '../../codecs/flat-record.js';
-import { connectKafka, type KafkaSecurity, kafkaClientProps } from '../../codecs/kafka-client.js';
+import {
+  connectKafka,
+  forwardKafkaLogs,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
 import { DAY_MS, type LoadPlan, type Parked, planTicks } from './load-plan.js';
 import { type Binding, checkBinding, readLogStates } from './log-binding.js';
@@ -172,6 +177,7 @@ export class PostgresLoader {
       // (`error` would also fire for every fresh assignment, before the seek to the stored offset.)
       { 'auto.offset.reset': 'earliest' },
     );
+    forwardKafkaLogs(this.#consumer, options.security, (at, message) => options.logger.warn(at, message));
     const registers = [options.registry];
     this.#m = {
       rows: new Counter({
