@@ -5,13 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { KafkaJS } from '@confluentinc/kafka-javascript';
+import RdKafka, { KafkaJS } from '@confluentinc/kafka-javascript';
 import uws from '@trufflesuite/uws-js-unofficial';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
-import { describeKafka, type KafkaSecurity, kafkaClientProps } from '../codecs/kafka-client.js';
+import { connectKafka, describeKafka, type KafkaSecurity, kafkaClientProps } from '../codecs/kafka-client.js';
 import { redactUrl } from '../codecs/redact.js';
 import { type Config, kafkaSecurityOf } from './config.js';
 
@@ -33,9 +33,30 @@ async function step(part: SmokeStep['part'], fn: () => Promise<string>): Promise
   }
 }
 
+/**
+ * The KafkaJS-style clients only time out on a refused password or an untrusted certificate:
+ * one plain client connects first, and says which of them is wrong (connectKafka).
+ */
+async function checkCredentials(brokers: string, security: KafkaSecurity): Promise<void> {
+  const probe = new RdKafka.Producer(kafkaClientProps(brokers, security) as RdKafka.ProducerGlobalConfig);
+  await connectKafka(
+    probe,
+    brokers,
+    security,
+    10_000,
+    (err) =>
+      new TickstreamError(
+        ErrorCode.KAFKA,
+        `cannot reach Kafka at ${describeKafka(brokers, security)} (${err.message}). Start it with 'npm run infra:up'.`,
+      ),
+  );
+  await new Promise((resolve) => probe.disconnect(resolve));
+}
+
 export async function kafkaRoundTrip(brokers: string, n: number, security?: KafkaSecurity): Promise<string> {
   const id = randomUUID().slice(0, 8);
   const topic = `tickstream.smoke.${id}`;
+  if (security && security.protocol !== 'plaintext') await checkCredentials(brokers, security);
   // The KafkaJS-style API takes the brokers and its own logging; the TLS/SASL properties are
   // the same as every other client's.
   const secured = Object.fromEntries(

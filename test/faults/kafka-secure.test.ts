@@ -95,6 +95,14 @@ describe('SASL_SSL', () => {
     expect(verify.output).toContain('all 1 source(s) whole');
   }, 90_000);
 
+  it('smoke: the Kafka round trip works with the SCRAM user, and names the refused credentials with a wrong password', async () => {
+    const ok = await runCli(['smoke'], scram(), 60_000);
+    expect(ok.output).toMatch(/^ok {3}kafka/m);
+    const bad = await runCli(['smoke'], env('SCRAM-SHA-512', k.users.scram.name, 'wrong'), 60_000);
+    expect(bad.output).toMatch(/^FAIL kafka .*refused the SASL credentials/m);
+    expect(bad.output).not.toContain(k.users.scram.password);
+  }, 90_000);
+
   it('config shows the password as ***', async () => {
     const r = await runCli(['config'], scram());
     expect(r.code).toBe(0);
