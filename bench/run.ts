@@ -39,7 +39,13 @@ const microModules = [
   './pipeline/decode-pool.js',
 ];
 /** Sink comparisons: each exports `compare(options): Promise<Comparison[]>`. */
-const sinkModules = ['./sinks/redis.js', './sinks/postgres.js', './sinks/kafka.js', './sinks/ws.js'];
+const sinkModules = [
+  './sinks/redis.js',
+  './sinks/postgres.js',
+  './sinks/kafka.js',
+  './sinks/ws.js',
+  './sinks/history.js',
+];
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 

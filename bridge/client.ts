@@ -1,8 +1,8 @@
 /**
  * A protocol client that speaks exactly what the EA speaks (docs/protocol.md): CHALLENGE →
  * HELLO with the HMAC proof → HELLO_ACK → SYMBOLS → TICKS within credit, HEARTBEATs, ACK and
- * RESEND handling, reconnect with capped exponential backoff and jitter, resending what was
- * not ACKed. It never writes while the socket buffer is full (the Node equivalent of an EA
+ * RESEND handling, reconnect with capped exponential backoff and jitter — to the next bridge of
+ * its list each time, as the EA's InpBridge list — resending what was not ACKed. It never writes while the socket buffer is full (the Node equivalent of an EA
  * that must not block in SocketSend). Capture runs through `TickCapture`, like the EA's timer.
  */
 import net from 'node:net';
@@ -26,9 +26,14 @@ export interface SimSymbol {
   flags: Uint32Array;
 }
 
-export interface ClientOptions {
+export interface BridgeAddress {
   host: string;
   port: number;
+}
+
+export interface ClientOptions {
+  /** The bridges of a pool: each reconnect goes to the next one, in turn. */
+  bridges: BridgeAddress[];
   source: string;
   secret: string;
   symbols: SimSymbol[];
@@ -98,6 +103,8 @@ export class BridgeClient {
   #ready = false;
   #writable = true;
   #backoff = BACKOFF_MIN_MS;
+  /** Connections made so far: the next one goes to bridges[#attempts % bridges.length]. */
+  #attempts = 0;
   #framesSent = 0;
   /** Some connection of this run got a CHALLENGE: a bridge listens there. */
   #greetedOnce = false;
@@ -167,9 +174,10 @@ export class BridgeClient {
     if (this.#stopped) return;
     this.#ready = false;
     const decoder = new FrameDecoder(64 << 20);
+    const { host, port } = this.#o.bridges[this.#attempts++ % this.#o.bridges.length] as BridgeAddress;
     const socket = this.#o.tls
-      ? tls.connect({ host: this.#o.host, port: this.#o.port, ...this.#o.tls, servername: 'localhost' })
-      : net.connect({ host: this.#o.host, port: this.#o.port });
+      ? tls.connect({ host, port, ...this.#o.tls, servername: 'localhost' })
+      : net.connect({ host, port });
     socket.setNoDelay(true);
     this.#socket = socket;
     this.#writable = true;
@@ -225,7 +233,7 @@ export class BridgeClient {
         this.#giveUp(
           new TickstreamError(
             ErrorCode.HANDSHAKE_TIMEOUT,
-            `${this.#o.host}:${this.#o.port} accepted 3 connections but never sent a CHALLENGE (${this.stats.lastError || 'closed'}): is it a tickstream bridge, and does it expect TLS (--tls)?`,
+            `${host}:${port} accepted 3 connections but never sent a CHALLENGE (${this.stats.lastError || 'closed'}): is it a tickstream bridge, and does it expect TLS (--tls)?`,
           ),
         );
         return;

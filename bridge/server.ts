@@ -441,8 +441,10 @@ export class IngressServer {
         if (!this.#paused) socket.resume();
       })
       .catch((err: Error) =>
-        // A time-zone refusal keeps its code: the EA shows it to a person, who must fix the rule.
-        err instanceof TickstreamError && err.code === ErrorCode.TIME_ZONE
+        // A time-zone refusal keeps its code: the EA shows it to a person, who must fix the rule;
+        // so does a claim another bridge keeps winning (the EA tries the next bridge).
+        err instanceof TickstreamError &&
+        (err.code === ErrorCode.TIME_ZONE || err.code === ErrorCode.SOURCE_FENCED)
           ? this.#reject(s, err.code, err.message)
           : this.#reject(s, ErrorCode.INTERNAL, `resume state unavailable: ${err.message}`),
       );

@@ -10,11 +10,11 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { createServerClock } from '../codecs/server-clock.js';
 import { parseTickFile, TICK_FILE_FORMATS, type TickFileFormat } from '../codecs/tick-file.js';
 import { type CommandSpec, parseCommand } from './args.js';
-import { BridgeClient, type ClientStats, type SimSymbol } from './client.js';
+import { type BridgeAddress, BridgeClient, type ClientStats, type SimSymbol } from './client.js';
 
 export interface SimOptions {
-  host: string;
-  port: number;
+  /** The bridges of a pool, tried in turn (one address: a single bridge). */
+  bridges: BridgeAddress[];
   source: string;
   secret: string;
   symbols: SimSymbol[];
@@ -120,8 +120,7 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
   );
   const started = Date.now();
   const client = new BridgeClient({
-    host: o.host,
-    port: o.port,
+    bridges: o.bridges,
     source: o.source,
     secret: o.secret,
     symbols: o.symbols,
@@ -202,6 +201,12 @@ export const SIM_COMMAND = {
     },
     host: { type: 'string', default: '127.0.0.1', description: 'bridge host' },
     port: { type: 'number', integer: true, min: 1, default: 5555, description: 'bridge EA ingress port' },
+    bridge: {
+      type: 'string',
+      value: 'LIST',
+      description:
+        'a pool of bridges, host:port,host:port (instead of --host/--port): each reconnect tries the next one, with backoff',
+    },
     secret: { type: 'string', default: '', description: "the source's HMAC secret" },
     'struct-size': {
       type: 'string',
@@ -321,8 +326,7 @@ export async function simMain(argv: string[]): Promise<number> {
   const progress = flags.progress || process.stderr.isTTY === true;
   let lastDraw = 0;
   const summary = await runSim({
-    host: flags.host,
-    port: flags.port,
+    bridges: flags.bridge ? parseBridgeList(flags.bridge) : [{ host: flags.host, port: flags.port }],
     source: flags.source,
     secret: flags.secret,
     symbols,
@@ -358,4 +362,18 @@ export async function simMain(argv: string[]): Promise<number> {
       `sent ${summary.sent}, resent ${summary.resent}, reconnects ${summary.reconnects}, restarts ${summary.restarts}, last ACK seq ${summary.lastAckedSeq}\n`,
   );
   return 0;
+}
+
+/** `host:port,host:port` (IPv6 hosts in brackets: [::1]:5555). */
+export function parseBridgeList(list: string): BridgeAddress[] {
+  return list.split(',').map((item) => {
+    const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(item.trim());
+    const port = Number(m?.[2]);
+    if (!m || !(port >= 1 && port <= 65_535))
+      throw new TickstreamError(
+        ErrorCode.USAGE,
+        `--bridge takes host:port,host:port; '${item}' is not host:port (e.g. --bridge 10.0.0.5:5555,10.0.0.6:5555)`,
+      );
+    return { host: m[1] as string, port };
+  });
 }

@@ -29,6 +29,8 @@ export const ErrorCode = {
   /** Reserved (protocol.md §7), never sent: over the rate limit a source meets TCP backpressure. */
   RATE_LIMIT: 'ERR_RATE_LIMIT',
   SHUTTING_DOWN: 'ERR_SHUTTING_DOWN',
+  /** Another bridge claimed the source (a newer epoch): this one may not commit for it. */
+  SOURCE_FENCED: 'ERR_SOURCE_FENCED',
   // Input files and time zones.
   FILE_FORMAT: 'ERR_FILE_FORMAT',
   FILE_ENCODING: 'ERR_FILE_ENCODING',

@@ -68,6 +68,7 @@ export const ERROR_WIRE_CODES = {
   ERR_NATIVE_ADDON: 29,
   ERR_INTERNAL: 30,
   ERR_USAGE: 31,
+  ERR_SOURCE_FENCED: 32,
 } as const satisfies Record<ErrorCode, number>;
 
 const codeByWire = new Map<number, ErrorCode>(

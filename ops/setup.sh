@@ -15,9 +15,11 @@ die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 # librdkafka's source build needs these (its prebuilt-binary download cannot reach the net here);
 # redis-tools gives redis-cli/redis-benchmark, postgresql-client gives psql for checks and bench;
 # prometheus gives promtool and the server for the alert tests (test/ops/), chromium the headless
-# browser that loads the status page.
+# browser that loads the status page; the python3-* packages are what the Python client
+# (clients/python/) needs, for /usr/bin/python3, which its tests run.
 apt_packages=(zlib1g-dev libssl-dev libzstd-dev libsasl2-dev libcurl4-openssl-dev liblz4-dev
-  redis-tools postgresql-client prometheus chromium)
+  redis-tools postgresql-client prometheus chromium
+  python3-confluent-kafka python3-flatbuffers python3-websockets python3-redis python3-psycopg)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

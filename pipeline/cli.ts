@@ -10,6 +10,7 @@ import { SIM_COMMAND, simMain } from '../bridge/sim.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { configKeys, loadConfig, SECRET_KEYS } from './config.js';
 import { DEMO_COMMAND, demoMain } from './demo.js';
+import { EXPORT_COMMAND, exportMain } from './export.js';
 import { LOADER_COMMAND, loaderMain } from './loader-main.js';
 import { REPLAY_COMMAND, replayMain } from './replay.js';
 import { serve } from './serve.js';
@@ -105,6 +106,7 @@ const commands: Record<string, Command> = {
   sim: { spec: SIM_COMMAND, run: (argv) => simMain(argv) },
   verify: { spec: VERIFY_COMMAND, run: (argv) => verifyMain(argv) },
   replay: { spec: REPLAY_COMMAND, run: (argv) => replayMain(argv) },
+  export: { spec: EXPORT_COMMAND, run: (argv) => exportMain(argv) },
   smoke: {
     spec: SMOKE,
     run: async (argv) => {

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import type { KafkaSecurity } from '../codecs/kafka-client.js';
 import { createServerClock } from '../codecs/server-clock.js';
+import { MERGED_SOURCE } from '../sinks/postgres/history.js';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positive = z.coerce.number().int().positive();
@@ -35,6 +36,71 @@ const zones = z.preprocess(
   (v) => (typeof v === 'string' ? Object.fromEntries(v.split(',').filter(Boolean).map(splitPair)) : v),
   z.record(z.string(), zoneRule),
 );
+
+/**
+ * Feed groups (docs/operations.md#feed-groups): a canonical symbol carried by several
+ * (source, broker symbol) members, in priority order, merged under one policy. Given as JSON
+ * (config file, or TICKSTREAM_FEED_GROUPS / --feed-groups holding the JSON array).
+ */
+const feedGroup = z
+  .object({
+    symbol: z.string().min(1).max(64).describe('Canonical symbol of the merged stream'),
+    policy: z.enum(['failover', 'first-seen']),
+    members: z
+      .array(z.object({ source: z.string().min(1), symbol: z.string().min(1) }).strict())
+      .min(1, 'a feed group needs at least one member'),
+    /** A member without a tick for this long (arrival time) while another has ticks is stalled. */
+    stallMs: z.number().int().positive().default(3000),
+    /** A member whose newest tick is this much older (tick time) than the freshest member's is behind. */
+    maxLagMs: z.number().int().positive().default(5000),
+    /** A member that recovered must stay healthy this long before it is followed again. */
+    holdMs: z.number().int().positive().default(30_000),
+    /** first-seen: how far back (tick time) copies are still matched. */
+    dedupWindowMs: z.number().int().positive().default(60_000),
+  })
+  .strict();
+export type FeedGroupConfig = z.infer<typeof feedGroup>;
+
+const feedGroups = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v; // not JSON: the array check below names the key
+    }
+  },
+  z.array(feedGroup).superRefine((groups, ctx) => {
+    const canonical = new Set<string>();
+    const taken = new Map<string, string>();
+    for (const g of groups) {
+      if (canonical.has(g.symbol))
+        ctx.addIssue({
+          code: 'custom',
+          message: `feed group ${g.symbol} is defined twice: merge its members`,
+        });
+      canonical.add(g.symbol);
+      for (const m of g.members) {
+        const key = `${m.source}\u0000${m.symbol}`;
+        const other = taken.get(key);
+        if (other !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            message: `source ${m.source} symbol ${m.symbol} is a member of ${other} and of ${g.symbol}: a (source, symbol) pair feeds one group only`,
+          });
+        taken.set(key, g.symbol);
+        if (m.source === MERGED_SOURCE)
+          ctx.addIssue({
+            code: 'custom',
+            message: `source name "${MERGED_SOURCE}" is reserved for the merged streams: rename that source`,
+          });
+      }
+    }
+  }),
+);
+
+/** The `source` of merged streams in Redis keys, websocket channels, bars and the history API. */
+export { MERGED_SOURCE };
 
 function splitPair(item: string): [string, string] {
   const at = item.indexOf('=');
@@ -108,7 +174,10 @@ export const configShape = {
   kafkaSslKeyPassword: z.string().default('').describe('Password of an encrypted client key (never printed)'),
   ticksTopic: z.string().default('mt5.ticks').describe('Journal topic for tick records'),
   barsTopic: z.string().default('mt5.bars.1m').describe('Topic for closed 1-minute bars'),
-  sourcesTopic: z.string().default('mt5.sources').describe("Compacted topic with each source's resume state"),
+  sourcesTopic: z
+    .string()
+    .default('mt5.sources')
+    .describe("Compacted topic with each source's resume state and claims (one partition)"),
   topicPartitions: positive.default(6).describe('Partitions for new tick/bar topics'),
   topicReplicationFactor: positive
     .default(1)
@@ -183,6 +252,15 @@ export const configShape = {
     .describe(
       "A tick earlier than the bridge's clock by more than this is journaled but kept out of Redis, websockets and bars (0: no bound; old ticks are normal after an outage or in a replay)",
     ),
+  feedGroups: feedGroups
+    .default([])
+    .describe(
+      'Merged per-symbol streams: JSON array of {symbol, policy (failover|first-seen), members [{source, symbol}] by priority, stallMs, maxLagMs, holdMs, dedupWindowMs}',
+    ),
+  mergedTicksTopic: z
+    .string()
+    .default('mt5.ticks.merged')
+    .describe('Journal topic of the merged feeds: their ticks, inputs and switch decisions (one partition)'),
   postgresUrl: z.string().default('postgres://postgres@127.0.0.1:5432/tickstream').describe('Postgres URL'),
   postgresSchema: z.string().default('public').describe('Schema of the tickstream tables'),
   postgresRetentionDays: positive.default(30).describe('Tick partitions older than this are dropped'),
@@ -211,6 +289,23 @@ export const configShape = {
   loaderMaxTickFutureDays: positive
     .default(2)
     .describe('Ticks dated more than this many days ahead are parked, not loaded (a tick dated 2999)'),
+  historyDefaultLimit: positive
+    .default(10_000)
+    .describe('Rows per history API page when the request gives no `limit`'),
+  historyMaxLimit: positive
+    .default(1_000_000)
+    .describe('Largest `limit` the history API takes (larger: 400); more rows are read page by page'),
+  historyFetchRows: positive
+    .default(5000)
+    .describe(
+      'Rows the history API and `export` fetch from the Postgres cursor at a time (and encode as one chunk)',
+    ),
+  historyMaxQueries: positive
+    .default(4)
+    .describe('History API pages streamed at once (each holds a Postgres connection); more get 503'),
+  historyStallTimeoutMs: positive
+    .default(60_000)
+    .describe('A history API client that takes no data for this long is cut and its Postgres read ended'),
   shutdownDeadlineMs: positive.default(10_000).describe('SIGTERM drain deadline before a forced exit'),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

@@ -16,7 +16,7 @@ import pg from 'pg';
 import type { Registry } from 'prom-client';
 import WebSocket from 'ws';
 import { type CommandSpec, parseCommand } from '../bridge/args.js';
-import { type Config, configKeys, loadConfig } from './config.js';
+import { type Config, configKeys, type FeedGroupConfig, loadConfig, MERGED_SOURCE } from './config.js';
 import { serve } from './serve.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -139,12 +139,18 @@ export async function demoMain(argv: string[]): Promise<number> {
   const config: Config = {
     ...loaded,
     // The synthetic terminal's server clock is UTC.
-    sourceTimeZones: { ...loaded.sourceTimeZones, [mt5Source]: '+2', [synth]: 'UTC' },
+    sourceTimeZones: {
+      ...loaded.sourceTimeZones,
+      [mt5Source]: '+2',
+      [synth]: 'UTC',
+      ...Object.fromEntries(demoFeedGroup(runId).members.map((m) => [m.source, 'UTC'])),
+    },
     // The report is read by a person: its log lines are readable too, unless JSON was asked for.
     logFormat: loaded.logFormat === 'auto' ? 'pretty' : loaded.logFormat,
     // The demo's own websocket client shares this process's event loop with the bridge: a
     // larger allowance keeps it from being treated as a slow consumer under the full-speed flood.
     wsMaxBackpressureBytes: Math.max(loaded.wsMaxBackpressureBytes, 64 << 20),
+    feedGroups: [...loaded.feedGroups, demoFeedGroup(runId)],
   };
 
   out(
@@ -303,6 +309,7 @@ export async function demoMain(argv: string[]): Promise<number> {
       out(
         `  → websocket client ${percentiles(sortedWs, qs).map(ms).join(' / ')}   (measured by the client, ${sortedWs.length} ticks)`,
       );
+    const feedOk = await demoMergedFeed(config, running.ingressPort, http, demoFeedGroup(runId));
     out('');
     out('where to look:');
     out(`  status page   ${http}/          metrics ${http}/metrics   readiness ${http}/readyz`);
@@ -332,10 +339,97 @@ export async function demoMain(argv: string[]): Promise<number> {
         '\ndemo: stopping serve now, so the addresses above stop answering. To keep it running: tickstream demo --keep, or tickstream serve',
       );
     }
-    return missing ? 1 : 0;
+    return missing || !feedOk ? 1 : 0;
   } finally {
     redis.disconnect();
     await db.end().catch(() => undefined);
     await running.stop('demo finished');
   }
+}
+
+/** The demo's feed group: two synthetic terminals carrying one symbol, failover, short timings. */
+function demoFeedGroup(runId: string): FeedGroupConfig {
+  return {
+    symbol: `DEMO-${runId}`,
+    policy: 'failover',
+    members: [
+      { source: `demo-feed-a-${runId}`, symbol: 'SYN001' },
+      { source: `demo-feed-b-${runId}`, symbol: 'SYN001' },
+    ],
+    stallMs: 1000,
+    maxLagMs: 2000,
+    holdMs: 3000,
+    dedupWindowMs: 60_000,
+  };
+}
+
+interface FeedStatus {
+  symbol: string;
+  active: string | null;
+  why: string;
+}
+
+/**
+ * The merged feed with one failover: two real-time sims carry the group's symbol, the primary's
+ * sim is killed (-9) after two seconds, and the merged stream follows the secondary.
+ */
+async function demoMergedFeed(
+  config: Config,
+  ingressPort: number,
+  http: string,
+  group: FeedGroupConfig,
+): Promise<boolean> {
+  const [primary, secondary] = group.members.map((m) => m.source) as [string, string];
+  const feedStatus = async () =>
+    ((await (await fetch(`${http}/status`)).json()) as { feeds: FeedStatus[] }).feeds.find(
+      (f) => f.symbol === group.symbol,
+    );
+  const sim = (source: string) =>
+    spawn(
+      process.execPath,
+      [
+        bin,
+        'sim',
+        '--synthetic',
+        '--symbols',
+        '1',
+        '--rate',
+        '100',
+        '--duration',
+        '6',
+        '--source',
+        source,
+        '--port',
+        String(ingressPort),
+      ],
+      { stdio: 'ignore' },
+    );
+  out('');
+  out(`demo: merged feed ${group.symbol} (failover) over ${primary} (primary) and ${secondary}`);
+  const a = sim(primary);
+  const aExited = new Promise((resolve) => a.once('exit', resolve));
+  if (!(await waitUntil(async () => (await feedStatus())?.active === primary, 20_000))) {
+    a.kill('SIGKILL');
+    out(`  the merged feed never followed ${primary}: see the log`);
+    return false;
+  }
+  const b = sim(secondary);
+  const bExited = new Promise((resolve) => b.once('exit', resolve));
+  await new Promise((r) => setTimeout(r, 2000));
+  const killedAt = performance.now();
+  a.kill('SIGKILL');
+  await aExited;
+  out(`  killed the primary's sim (kill -9) after 2 s`);
+  const switched = await waitUntil(async () => (await feedStatus())?.active === secondary, 10_000);
+  const now = await feedStatus();
+  out(
+    switched
+      ? `  the merged feed now follows ${secondary} (${now?.why}), ${((performance.now() - killedAt) / 1000).toFixed(1)} s after the kill (within its stallMs ${group.stallMs} ms + polling)`
+      : `  the merged feed did NOT switch to ${secondary}: ${JSON.stringify(now)}`,
+  );
+  await bExited;
+  out(
+    `  merged stream: Kafka ${config.mergedTicksTopic} (with the switch decision), Redis ${config.redisKeyPrefix}:ticks:${MERGED_SOURCE}:${group.symbol}, websocket channel ${MERGED_SOURCE}:${group.symbol}, Postgres ticks_merged`,
+  );
+  return switched;
 }

@@ -100,14 +100,29 @@ interface SourceClock {
   problem: string | null;
 }
 
+/** Claims a source for this bridge at HELLO and says where the journal stands (pipeline/source-claims.ts). */
+export interface SourceClaimer {
+  claim(source: string): Promise<SourceState>;
+}
+
 export interface IngestOptions {
   config: Config;
   journal: KafkaJournal;
+  claims: SourceClaimer;
   live: LiveSink[];
   metrics: PipelineMetrics;
   logger: Logger;
   states: Map<string, SourceState>;
   crashPoint?: (name: string) => void;
+  /** Merged feeds (pipeline/merged-feed.ts): member batches in release order, sources going down. */
+  feeds?: FeedHook;
+}
+
+/** What the ingest tells the merged feeds; their records join the batch's journal entry. */
+export interface FeedHook {
+  follows(source: string): boolean;
+  onBatch(batch: TickBatch, live: TickBatch): { records: JournalRecord[]; bars: Bar[] };
+  onDown(source: string, reason: 'disconnect' | 'clock'): void;
 }
 
 export class Ingest implements IngressHandler {
@@ -122,6 +137,8 @@ export class Ingest implements IngressHandler {
   readonly #sourceClocks = new Map<string, SourceClock>();
   /** Per source: the next seq after what the journal has committed. */
   readonly #durableNext = new Map<string, number>();
+  /** Sources another bridge claimed: nothing of theirs commits here until they say HELLO again. */
+  readonly #fenced = new Set<string>();
   /** Source → when last seen (session open, tick, heartbeat): the sources with live state. */
   readonly #active = new Map<string, number>();
   /** Known symbols of each active source; #symbolCount pairs in all. */
@@ -314,7 +331,11 @@ export class Ingest implements IngressHandler {
     while (this.#reseq.pending(source) > 0 || this.#pending.has(source))
       await new Promise((r) => setTimeout(r, 1));
     // …and committed: HELLO_ACK promises exactly what is durable, never ticks still in flight.
-    while ((this.#durableNext.get(source) ?? 1) < (this.#o.states.get(source)?.nextSeq ?? 1)) {
+    // (Fenced ones never commit here: the claim below reads what the journal has instead.)
+    while (
+      !this.#fenced.has(source) &&
+      (this.#durableNext.get(source) ?? 1) < (this.#o.states.get(source)?.nextSeq ?? 1)
+    ) {
       const failed = this.#o.journal.failure;
       if (failed) throw failed;
       await new Promise((r) => setTimeout(r, 2));
@@ -323,10 +344,15 @@ export class Ingest implements IngressHandler {
     // Before HELLO_ACK: a terminal that contradicts its rule is refused before it sends a tick.
     const hello = this.#server?.session(source)?.hello;
     if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
-    const state = this.#o.states.get(source);
+    // The source may have been served by another bridge since: claim it, and resume from the
+    // journal as it stands after every transaction that began before the claim.
+    const state = await this.#o.claims.claim(source);
+    this.#o.states.set(source, state);
+    this.#durableNext.set(source, state.nextSeq);
+    this.#fenced.delete(source);
     return {
-      nextSeq: state?.nextSeq ?? 1,
-      cursors: Object.entries(state?.cursors ?? {}).map(([symbol, c]) => ({
+      nextSeq: state.nextSeq,
+      cursors: Object.entries(state.cursors).map(([symbol, c]) => ({
         symbol,
         lastMsc: c.lastMsc,
         countAtMsc: c.countAtMsc,
@@ -467,6 +493,7 @@ export class Ingest implements IngressHandler {
       // Labelled by name even before the source holds live state (it is refused at HELLO): a
       // source with a configured rule is one of a bounded set, and the operator must see which.
       this.#o.metrics.clockMismatches.inc({ source });
+      this.#o.feeds?.onDown(source, 'clock');
       this.#o.logger.error(
         { source, rule: configured, reportedOffset: formatOffset(reportedOffsetMs) },
         message,
@@ -485,6 +512,7 @@ export class Ingest implements IngressHandler {
         problem: message,
       });
       this.#o.metrics.clockMismatches.inc({ source: this.#label(source) });
+      this.#o.feeds?.onDown(source, 'clock');
       this.#o.logger.error({ source, reportedOffsetMs }, message);
       throw new TickstreamError(ErrorCode.TIME_ZONE, message);
     }
@@ -521,6 +549,7 @@ export class Ingest implements IngressHandler {
 
   onSessionClose(session: Session): void {
     this.#flush(session.source);
+    this.#o.feeds?.onDown(session.source, 'disconnect');
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
   }
 
@@ -624,6 +653,7 @@ export class Ingest implements IngressHandler {
     const bars = this.#bars.add(live);
     if (this.#bars.lateTicks > lateBefore) this.#lateTicks(source, this.#bars.lateTicks - lateBefore);
 
+    const merged = this.#o.feeds?.follows(source) ? this.#o.feeds.onBatch(batch, live) : null;
     this.#o.crashPoint?.('after-decode-before-produce');
     const ticks: JournalRecord[] = [];
     let from = 0;
@@ -645,7 +675,12 @@ export class Ingest implements IngressHandler {
     const snapshot: SourceState = { ...state, cursors: { ...state.cursors } };
     this.#appends++;
     this.#o.journal
-      .append({ ticks, bars: bars.map((b) => barRecord(b)), states: [snapshot] })
+      .append({
+        ticks,
+        bars: (merged ? [...bars, ...merged.bars] : bars).map((b) => barRecord(b)),
+        states: [snapshot],
+        ...(merged ? { merged: merged.records } : {}),
+      })
       .then(
         () => {
           this.#queuedTicks -= batch.length;
@@ -660,6 +695,10 @@ export class Ingest implements IngressHandler {
           this.#backpressure();
         },
         (err: Error) => {
+          if (err instanceof TickstreamError && err.code === ErrorCode.SOURCE_FENCED) {
+            this.#onFenced(source, snapshot.epoch ?? 0, batch.length, err);
+            return;
+          }
           this.#o.metrics.journalAppendFailures.inc({ what: 'ticks' });
           this.#o.logger.error(
             { err: err.message, source, ticks: batch.length },
@@ -671,6 +710,22 @@ export class Ingest implements IngressHandler {
     if (live.length) for (const sink of this.#o.live) sink.write(live);
     if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
     this.#o.metrics.barsClosed.inc(bars.length);
+  }
+
+  /**
+   * Another bridge claimed the source: these ticks are not committed and never ACKed. The
+   * session (if it is still here, under the fenced epoch) is closed; the terminal reconnects,
+   * and a HELLO here claims the source back with the journal's state.
+   */
+  #onFenced(source: string, epoch: number, ticks: number, err: TickstreamError): void {
+    this.#queuedTicks -= ticks;
+    this.#backpressure();
+    if ((this.#o.states.get(source)?.epoch ?? 0) !== epoch) return; // claimed again since
+    if (!this.#fenced.has(source)) {
+      this.#fenced.add(source);
+      this.#o.logger.warn({ source, epoch, ticks }, err.message);
+    }
+    this.#server?.failSource(source, ErrorCode.SOURCE_FENCED, err.message);
   }
 
   #lateTicks(source: string, n: number): void {

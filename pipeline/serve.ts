@@ -10,15 +10,19 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { IngressServer } from '../bridge/server.js';
 import { ErrorCode } from '../codecs/errors.js';
 import { KafkaJournal } from '../sinks/kafka/journal.js';
-import { readSourceStates } from '../sinks/kafka/reader.js';
+import { SourceLog } from '../sinks/kafka/source-log.js';
+import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
 import { type Config, kafkaSecurityOf } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
+import { HISTORY_PATHS, historyRoutes } from './history-api.js';
 import { Ingest, type LiveSink } from './ingest.js';
 import { createLogger, type Logger } from './logger.js';
+import { MergedFeed } from './merged-feed.js';
 import { createPipelineMetrics } from './metrics.js';
+import { SourceClaims } from './source-claims.js';
 import { statusPageHtml } from './status-page.js';
 
 export interface Running {
@@ -27,6 +31,13 @@ export interface Running {
   registry: Registry;
   stop(reason?: string): Promise<void>;
 }
+
+/**
+ * A read of the sources topic (a fence check, a claim) gives up after this long without
+ * progress: the transaction retries. A bridge that died mid-transaction holds it until Kafka
+ * aborts that transaction (transaction.timeout.ms).
+ */
+const SOURCES_STALL_MS = 20_000;
 
 const LOOPBACK = /^(127\.|::1$|localhost$)/;
 
@@ -59,15 +70,29 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     );
   }
 
+  const transactionalId = `tickstream-${config.instanceId}`;
+  const sourceLog = new SourceLog({
+    brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
+    sourcesTopic: config.sourcesTopic,
+    stallTimeoutMs: SOURCES_STALL_MS,
+  });
+  const claims = new SourceClaims({
+    log: sourceLog,
+    owner: transactionalId,
+    registry,
+    logger: logger.child({ part: 'claims' }),
+  });
   const journal = new KafkaJournal({
     brokers: config.kafkaBrokers,
     security: kafkaSecurityOf(config),
     replicationFactor: config.topicReplicationFactor,
     minInsyncReplicas: config.topicMinInsyncReplicas,
-    transactionalId: `tickstream-${config.instanceId}`,
+    transactionalId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
     sourcesTopic: config.sourcesTopic,
+    ...(config.feedGroups.length ? { mergedTopic: config.mergedTicksTopic } : {}),
     partitions: config.topicPartitions,
     retentionMs: config.topicRetentionHours * 3_600_000,
     transactionIntervalMs: config.transactionIntervalMs,
@@ -75,17 +100,19 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxQueuedBytes: config.maxJournalQueuedBytes,
     registry,
     logger: logger.child({ part: 'journal' }),
+    fence: claims,
     ...(crashPoint ? { crashPoint } : {}),
     ...(failPoint ? { failPoint } : {}),
     ...(slowPoint ? { slowPoint } : {}),
   });
+  claims.attach(journal);
   await journal.start();
-  const states = await readSourceStates({
-    brokers: config.kafkaBrokers,
-    security: kafkaSecurityOf(config),
-    sourcesTopic: config.sourcesTopic,
-  });
-  logger.info({ sources: states.size }, 'resume state loaded from the journal');
+  await sourceLog.start();
+  const states = sourceLog.states();
+  logger.info(
+    { sources: states.size },
+    'resume state loaded from the journal (each source is read again at its HELLO)',
+  );
 
   const live: LiveSink[] = [];
   let redis: RedisSink | null = null;
@@ -147,14 +174,26 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   };
   void startLoader(1000);
 
+  const feeds = config.feedGroups.length
+    ? new MergedFeed({
+        groups: config.feedGroups,
+        journal,
+        live,
+        registry,
+        logger: logger.child({ part: 'feeds' }),
+      })
+    : null;
+  feeds?.start();
   const ingest = new Ingest({
     config,
     journal,
     live,
     metrics,
     logger: logger.child({ part: 'ingest' }),
+    claims,
     states,
     ...(crashPoint ? { crashPoint } : {}),
+    ...(feeds ? { feeds } : {}),
   });
   const ingress = new IngressServer(
     {
@@ -198,6 +237,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       ticks: s.nextSeq - 1,
     })),
     loader: loaderStarted ? loader?.status() : null,
+    feeds: feeds?.status() ?? [],
   });
   ws.route('/metrics', async () => {
     metrics.ready.set(journal.ready ? 1 : 0);
@@ -219,6 +259,22 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     body: JSON.stringify(status()),
   }));
   ws.route('/', () => ({ status: 200, contentType: 'text/html; charset=utf-8', body: statusPageHtml }));
+  // The history API reads Postgres on its own connections, apart from the loader's (docs/history.md).
+  const history = new HistoryStore({
+    postgresUrl: config.postgresUrl,
+    schema: config.postgresSchema,
+    maxQueries: config.historyMaxQueries,
+    fetchRows: config.historyFetchRows,
+  });
+  const historyHandlers = historyRoutes({
+    store: history,
+    defaultLimit: config.historyDefaultLimit,
+    maxLimit: config.historyMaxLimit,
+    registry,
+  });
+  const historyRoute = { auth: true, stallTimeoutMs: config.historyStallTimeoutMs };
+  ws.route(HISTORY_PATHS.ticks, historyHandlers.ticks, historyRoute);
+  ws.route(HISTORY_PATHS.bars, historyHandlers.bars, historyRoute);
   const httpPort = await ws.start();
   const ingressPort = await ingress.start();
   logger.info(
@@ -246,8 +302,10 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
         logger.warn('drain deadline passed: un-ACKed ticks stay with their EAs and will be resent');
       ingress.closeAll(ErrorCode.SHUTTING_DOWN, 'the bridge is shutting down: reconnect later');
       await journal.close(2000);
+      await sourceLog.close();
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
+      await history.close();
       clearInterval(watchdog);
       stopped = true;
       if (loaderStarted) await loader?.close();
@@ -272,6 +330,7 @@ export function createLoader(
     instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
+    ...(config.feedGroups.length ? { mergedTopic: config.mergedTicksTopic } : {}),
     postgresUrl: config.postgresUrl,
     schema: config.postgresSchema,
     maxBatchTicks: config.loaderMaxBatchTicks,

@@ -26,6 +26,8 @@ canvas{vertical-align:middle} #charts{margin-top:14px} .chart{display:inline-blo
 </div>
 <h2>Sources</h2>
 <table id="sources"></table>
+<h2>Merged feeds</h2>
+<table id="feeds"></table>
 <h2>Sinks</h2>
 <table id="sinks"></table>
 <h2>Postgres loader partitions</h2>
@@ -108,6 +110,19 @@ function renderStatus(s, seconds) {
   });
   document.getElementById('sources').innerHTML = rows;
   sources.forEach(function (x, i) { draw(document.getElementById('spark-' + i), series['source:' + x.source] || []); });
+
+  var feeds = Array.isArray(s.feeds) ? s.feeds : [];
+  document.getElementById('feeds').innerHTML = !feeds.length ? '<tr><td>no feed groups configured</td></tr>' :
+    '<tr><th>symbol</th><th>policy</th><th>follows</th><th>why</th><th>members (health, lag)</th></tr>' +
+    feeds.map(function (f) {
+      var members = (Array.isArray(f.members) ? f.members : []).map(function (m) {
+        return esc(m.source + ':' + m.symbol) + ' ' + (m.healthy ? 'ok' : esc(m.problem == null ? '–' : m.problem)) +
+          (typeof m.lagMs === 'number' ? ' ' + fmt(m.lagMs / 1000, ' s') : '');
+      }).join(', ');
+      return '<tr data-feed="' + esc(f.symbol) + '"><td>' + esc(f.symbol) + '</td><td>' + esc(f.policy == null ? '–' : f.policy) +
+        '</td><td data-field="active" class="' + (f.healthy ? 'ok' : 'bad') + '">' + esc(f.active == null ? '–' : f.active) +
+        '</td><td data-field="why">' + esc(f.why == null ? '–' : f.why) + '</td><td style="text-align:left">' + members + '</td></tr>';
+    }).join('');
 
   var loader = Array.isArray(s.loader) ? s.loader : null;
   last.loaderLagS = loader ? loader.reduce(function (a, p) { return typeof p.lagSeconds === 'number' && p.lagSeconds > a ? p.lagSeconds : a; }, 0) : undefined;

@@ -197,7 +197,7 @@ async function runOurs(
   try {
     const n = work.reduce((s, e) => s + e.ticks.length, 0);
     const t0 = performance.now();
-    const pending: Promise<void>[] = [];
+    const pending: Promise<unknown>[] = [];
     for (const e of work) {
       while (!journal.hasRoom()) await sleep(1);
       pending.push(journal.append(e));

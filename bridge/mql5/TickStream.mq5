@@ -43,6 +43,7 @@
 //--- inputs (docs/ea.md lists each with its meaning)
 input string InpHost             = "127.0.0.1"; // Bridge host (must be in the allowed URL list)
 input uint   InpPort             = 5555;        // Bridge port (bridge ingressPort)
+input string InpBridge           = "";          // Bridge pool host:port,host:port, tried in turn (empty: InpHost:InpPort)
 input string InpSource           = "";          // Source id, unique per terminal (A-Z a-z 0-9 . _ -)
 input string InpSecret           = "";          // Source secret (bridge sourceSecrets)
 input string InpSymbols          = "";          // Symbols, comma separated (empty: this chart's symbol)
@@ -114,7 +115,7 @@ input int    InpBackoffMaxMs     = 30000;       // Reconnect delay cap, ms
 const uint CRC32C_POLY = 0x82F63B78;  // reflected Castagnoli polynomial
 const uint CRC32C_INIT = 0xFFFFFFFF;
 
-string g_errNames[31] =
+string g_errNames[33] =
   {
    "ERR_FRAME_MAGIC", "ERR_FRAME_VERSION", "ERR_FRAME_TYPE", "ERR_FRAME_TOO_LARGE",
    "ERR_FRAME_TRUNCATED", "ERR_FRAME_CRC", "ERR_FRAME_PAYLOAD", "ERR_STRUCT_SIZE",
@@ -122,7 +123,8 @@ string g_errNames[31] =
    "ERR_PROTOCOL_STATE", "ERR_AUTH", "ERR_HANDSHAKE_TIMEOUT", "ERR_HEARTBEAT_TIMEOUT",
    "ERR_SOURCE_REPLACED", "ERR_TOO_MANY_CONNECTIONS", "ERR_RATE_LIMIT", "ERR_SHUTTING_DOWN",
    "ERR_FILE_FORMAT", "ERR_FILE_ENCODING", "ERR_FILE_EMPTY", "ERR_TIME_ZONE", "ERR_CONFIG",
-   "ERR_KAFKA", "ERR_REDIS", "ERR_POSTGRES", "ERR_NATIVE_ADDON", "ERR_INTERNAL"
+   "ERR_KAFKA", "ERR_REDIS", "ERR_POSTGRES", "ERR_NATIVE_ADDON", "ERR_INTERNAL", "ERR_USAGE",
+   "ERR_SOURCE_FENCED"
   };
 string g_stateNames[4] = {"offline", "waiting for CHALLENGE", "waiting for HELLO_ACK", "streaming"};
 
@@ -454,6 +456,15 @@ long     g_sentTicks = 0;
 long     g_captured = 0;
 int      g_connects = 0;
 ulong    g_statusAt = 0;
+
+// the bridges of a pool (InpBridge, else InpHost:InpPort); each connection tries the next one
+string   g_bridgeHost[];
+uint     g_bridgePort[];
+int      g_nbridge = 0;
+int      g_bridgeNext = 0;
+string   g_bridgeList = "";
+string   g_host = "";               // the bridge of the current (or last) connection
+uint     g_port = 0;
 
 int Slot(const long seq) { return (int)((g_head + (seq - g_bufStart)) % g_cap); }
 
@@ -841,6 +852,55 @@ bool ValidSource(const string s)
 
 // Parses InpSymbols. Selecting them may fail while the terminal is still connecting to its broker:
 // that is retried by WarmUp, not a reason to remove the EA.
+// InpBridge "host:port,host:port" (or InpHost:InpPort when empty) into g_bridgeHost/g_bridgePort.
+bool LoadBridges()
+  {
+   ArrayFree(g_bridgeHost);
+   ArrayFree(g_bridgePort);
+   g_nbridge = 0;
+   g_bridgeNext = 0;
+   g_bridgeList = "";
+   string items[];
+   int n = 0;
+   if(StringLen(InpBridge) == 0)
+     {
+      ArrayResize(items, 1);
+      items[0] = InpHost + ":" + (string)InpPort;
+      n = 1;
+     }
+   else
+      n = StringSplit(InpBridge, ',', items);
+   for(int i = 0; i < n; i++)
+     {
+      string item = items[i];
+      StringTrimLeft(item);
+      StringTrimRight(item);
+      int colon = -1;
+      for(int at = StringFind(item, ":"); at >= 0; at = StringFind(item, ":", at + 1))
+         colon = at;
+      long port = colon > 0 ? StringToInteger(StringSubstr(item, colon + 1)) : 0;
+      if(colon < 1 || port < 1 || port > 65535)
+        {
+         Log("InpBridge: '" + item + "' is not host:port (port 1-65535); give host:port,host:port");
+         return false;
+        }
+      ArrayResize(g_bridgeHost, g_nbridge + 1);
+      ArrayResize(g_bridgePort, g_nbridge + 1);
+      g_bridgeHost[g_nbridge] = StringSubstr(item, 0, colon);
+      g_bridgePort[g_nbridge] = (uint)port;
+      g_bridgeList += (g_nbridge > 0 ? "," : "") + item;
+      g_nbridge++;
+     }
+   if(g_nbridge == 0)
+     {
+      Log("InpBridge lists no bridge: give host:port,host:port");
+      return false;
+     }
+   g_host = g_bridgeHost[0];
+   g_port = g_bridgePort[0];
+   return true;
+  }
+
 bool LoadSymbols()
   {
    string list = InpSymbols;
@@ -964,7 +1024,7 @@ int OnInit()
           ", InpBackoffMaxMs >= InpBackoffMinMs, InpHeartbeatMs >= 0");
       return INIT_PARAMETERS_INCORRECT;
      }
-   if(!LoadSymbols())
+   if(!LoadBridges() || !LoadSymbols())
       return INIT_PARAMETERS_INCORRECT;
    CrcInit();
    if(!SelfTest())
@@ -990,8 +1050,8 @@ int OnInit()
       Log("EventSetMillisecondTimer failed, error " + (string)GetLastError());
       return INIT_FAILED;
      }
-   Log(StringFormat("%d symbol(s), MqlTick %d bytes, terminal build %d, bridge %s:%u%s",
-                    g_nsym, g_structSize, (int)TerminalInfoInteger(TERMINAL_BUILD), InpHost, InpPort, g_tls ? " (TLS)" : ""));
+   Log(StringFormat("%d symbol(s), MqlTick %d bytes, terminal build %d, bridge %s%s",
+                    g_nsym, g_structSize, (int)TerminalInfoInteger(TERMINAL_BUILD), g_bridgeList, InpTls ? " (TLS)" : ""));
    return INIT_SUCCEEDED;
   }
 
@@ -1252,6 +1312,12 @@ void AckUpTo(const long seq)
 void Connect()
   {
    g_connects++;
+   // A pool is tried in turn: a dead bridge's sources go to the next one (each bridge claims a
+   // source at HELLO and resumes it where the journal stands).
+   g_host = g_bridgeHost[g_bridgeNext];
+   g_port = g_bridgePort[g_bridgeNext];
+   g_bridgeNext = (g_bridgeNext + 1) % g_nbridge;
+   g_tls = InpTls || g_port == 443;
    ResetLastError();
    g_sock = SocketCreate();
    if(g_sock == INVALID_HANDLE)
@@ -1260,10 +1326,10 @@ void Connect()
       ScheduleReconnect();
       return;
      }
-   if(!SocketConnect(g_sock, InpHost, InpPort, CONNECT_TIMEOUT_MS))
+   if(!SocketConnect(g_sock, g_host, g_port, CONNECT_TIMEOUT_MS))
      {
       Log(StringFormat("cannot connect to %s:%u, error %d: is the bridge running, and is %s in Tools > Options > Expert Advisors, allowed URLs?",
-                       InpHost, InpPort, GetLastError(), InpHost));
+                       g_host, g_port, GetLastError(), g_host));
       CloseSocket();
       ScheduleReconnect();
       return;
@@ -1273,9 +1339,9 @@ void Connect()
      {
       // Verified against the terminal's (Windows) certificate store only; no CA file, no pinning.
       // On port 443 the terminal has done the handshake itself (MQL5 reference, SocketTlsHandshake).
-      if(InpPort != 443 && !SocketTlsHandshake(g_sock, InpHost))
+      if(g_port != 443 && !SocketTlsHandshake(g_sock, g_host))
         {
-         Log("TLS handshake with " + InpHost + " failed, error " + (string)GetLastError() + ": is the bridge's certificate trusted by Windows and issued for this host name?");
+         Log("TLS handshake with " + g_host + " failed, error " + (string)GetLastError() + ": is the bridge's certificate trusted by Windows and issued for this host name?");
          CloseSocket();
          ScheduleReconnect();
          return;
@@ -1289,7 +1355,7 @@ void Connect()
    g_stateSince = GetTickCount64();
    g_rxLen = 0;
    g_hbWaitSince = 0;
-   Log("connected to " + InpHost + ":" + (string)InpPort + ", waiting for CHALLENGE");
+   Log("connected to " + g_host + ":" + (string)g_port + ", waiting for CHALLENGE");
   }
 
 void CloseSocket()
@@ -1770,7 +1836,7 @@ void OnError()
       return;
      }
    // an unknown number is treated as ERR_INTERNAL (protocol.md 7)
-   string name = code <= 30 ? g_errNames[code] : "ERR_INTERNAL (code " + (string)code + ")";
+   string name = code < (uint)ArraySize(g_errNames) ? g_errNames[code] : "ERR_INTERNAL (code " + (string)code + ")";
    Log("bridge ERROR " + name + ": " + text);
    if(code == TS_ERR_AUTH || code == TS_ERR_STRUCT_SIZE || code == TS_ERR_FRAME_VERSION)
       Fatal(name + ": " + text + " - fix InpSource/InpSecret or update, then re-attach the EA");
@@ -1795,7 +1861,7 @@ void ShowStatus()
    long held = g_nextSeq - g_bufStart;
    string state = g_warm < g_nsym ? StringFormat("reading tick history %d/%d", g_warm, g_nsym) : g_stateNames[g_state];
    Comment(StringFormat("TickStream %s -> %s:%u  [%s, connection attempts %d]\nsymbols %d, captured %s, sent %s, ACKed to seq %s\nun-ACKed %s / %d%s, next seq %s, credit to %s",
-                        g_source, InpHost, InpPort, state, g_connects,
+                        g_source, g_host, g_port, state, g_connects,
                         g_nsym, (string)g_captured, (string)g_sentTicks, (string)g_ackedSeq,
                         (string)held, g_cap, held >= g_cap ? " (FULL: capture paused)" : "",
                         (string)g_nextSeq, (string)g_credit));

@@ -21,10 +21,16 @@
  *   commit with INVALID_TXN_STATE only when the transaction was not committed (it was aborted
  *   or is gone), and nothing of it was ACKed. At most MAX_REBUILDS in a row without a commit,
  *   then it stops as for fencing.
- * - No delivery reports: a committed transaction already means every record in it is stored,
- *   so the event loop is not woken per record.
+ * - No delivery reports without fencing: a committed transaction already means every record in
+ *   it is stored, so the event loop is not woken per record. With fencing they are on (only the
+ *   sources records' offsets are used; no cost measured, docs/architecture.md).
  * - Records of one source share its key and partition (`murmur2_random`, as Java clients), so
  *   per-source order holds.
+ * - Source fencing (`fence`, docs/architecture.md "Sources that move between bridges"): a
+ *   transaction that writes source states or claims waits for its sources records' offsets
+ *   (delivery reports, on for this only), lets the fence read the sources partition up to the
+ *   first of them, and leaves out — rejected with ERR_SOURCE_FENCED — the appends of sources
+ *   another bridge has claimed since; the rest is retried at once.
  */
 import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';
@@ -37,6 +43,7 @@ import {
   type KafkaSecurity,
   kafkaClientProps,
 } from '../../codecs/kafka-client.js';
+import { claimKey, type FenceItem, type SourceClaim } from './source-log.js';
 
 export interface JournalRecord {
   key: string;
@@ -52,11 +59,32 @@ export interface SourceState {
   nextSeq: number;
   cursors: Record<string, SymbolCursor>;
   updatedAtMs: number;
+  /** The claim epoch of the bridge that wrote this state (absent: written before claims existed, 0). */
+  epoch?: number;
 }
 export interface JournalEntry {
   ticks: JournalRecord[];
   bars: JournalRecord[];
   states: SourceState[];
+  /** Merged-feed records (pipeline/merged-feed.ts), to `mergedTopic`. */
+  merged?: JournalRecord[];
+  /** Sources this bridge claims (sinks/kafka/source-log.ts); fenced like states. */
+  claims?: SourceClaim[];
+}
+/** What a committed append reports. */
+export interface Committed {
+  /** The offset of the last record its transaction wrote to the sources partition (-1: none tracked). */
+  sourcesOffset: number;
+}
+
+/**
+ * Source fencing (docs/architecture.md): called inside each transaction that writes source
+ * states or claims, once those records are in the log (not committed); `offset` is the first
+ * of them. Returns the sources that must not commit: their appends are rejected with
+ * ERR_SOURCE_FENCED and the transaction is retried without them.
+ */
+export interface TransactionFence {
+  check(offset: number, items: FenceItem[]): Promise<Set<string>>;
 }
 
 export interface JournalOptions {
@@ -67,6 +95,8 @@ export interface JournalOptions {
   ticksTopic: string;
   barsTopic: string;
   sourcesTopic: string;
+  /** Topic of the merged feeds (one partition); only when feed groups are configured. */
+  mergedTopic?: string;
   partitions: number;
   /** Replicas and min.insync.replicas of the topics ensureTopics creates (default 1 and 1). */
   replicationFactor?: number;
@@ -84,12 +114,14 @@ export interface JournalOptions {
   /** Test-only: waits at named points (a deliberately slow journal). */
   slowPoint?: (name: string) => Promise<void>;
   librdkafka?: Record<string, string | number | boolean>;
+  /** Source fencing; without it states are written unchecked (one bridge per source). */
+  fence?: TransactionFence;
 }
 
 interface Pending {
   entry: JournalEntry;
   bytes: number;
-  resolve: () => void;
+  resolve: (c: Committed) => void;
   reject: (err: Error) => void;
 }
 
@@ -127,6 +159,11 @@ export class KafkaJournal {
   /** performance.now() when the open transaction began; 0 when none is open. */
   #txnStartedAt = 0;
   #closing = false;
+  /** Sources records whose offset a fenced transaction waits for, by produce opaque. */
+  readonly #deliveries = new Map<
+    unknown,
+    { resolve: (offset: number) => void; reject: (err: Error) => void }
+  >();
   readonly #m;
 
   constructor(options: JournalOptions) {
@@ -147,6 +184,8 @@ export class KafkaJournal {
       'queue.buffering.max.messages': 1_000_000,
       'compression.type': 'lz4',
       'socket.keepalive.enable': true,
+      // Fencing needs the offsets of the sources records (polled on librdkafka's own thread).
+      ...(options.fence ? { dr_cb: true } : {}),
       ...options.librdkafka,
     };
     this.#config = config as RdKafka.ProducerGlobalConfig;
@@ -196,12 +235,6 @@ export class KafkaJournal {
     this.#m.queuedLimit.set(options.maxQueuedBytes);
   }
 
-  #newProducer(): RdKafka.Producer {
-    const producer = new RdKafka.Producer(this.#config);
-    forwardKafkaLogs(producer, this.#o.security, (at, message) => this.#o.logger.warn(at, message));
-    return producer;
-  }
-
   /** Why the journal stopped for good (fenced, fatal), or null while it works. */
   get failure(): TickstreamError | null {
     return this.#dead;
@@ -242,8 +275,23 @@ export class KafkaJournal {
     this.#setReady(true);
   }
 
-  #connect(): Promise<void> {
-    return connectKafka(
+  /** A producer; with fencing, its delivery reports settle the offsets #produceSources waits for. */
+  #newProducer(): RdKafka.Producer {
+    const producer = new RdKafka.Producer(this.#config);
+    forwardKafkaLogs(producer, this.#o.security, (at, message) => this.#o.logger.warn(at, message));
+    if (this.#o.fence)
+      producer.on('delivery-report', (err, report) => {
+        const waiter = this.#deliveries.get(report.opaque);
+        if (!waiter) return;
+        this.#deliveries.delete(report.opaque);
+        if (err) waiter.reject(new Error(`delivery of a sources record: ${err.message}`));
+        else waiter.resolve(report.offset);
+      });
+    return producer;
+  }
+
+  async #connect(): Promise<void> {
+    await connectKafka(
       this.#producer,
       this.#o.brokers,
       this.#o.security,
@@ -254,6 +302,8 @@ export class KafkaJournal {
           `cannot reach Kafka at ${describeKafka(this.#o.brokers, this.#o.security)} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
         ),
     );
+    // With fencing, delivery reports (of the sources records) are polled without a caller.
+    if (this.#o.fence) this.#producer.setPollInBackground(true);
   }
 
   /**
@@ -279,6 +329,8 @@ export class KafkaJournal {
         );
         return 'fatal';
       }
+      // The old producer's delivery reports never come: the attempt waiting on them timed out.
+      this.#deliveries.clear();
       this.#producer = this.#newProducer();
       try {
         await this.#connect();
@@ -294,12 +346,20 @@ export class KafkaJournal {
     }
   }
 
-  append(entry: JournalEntry): Promise<void> {
+  append(entry: JournalEntry): Promise<Committed> {
     if (this.#dead) return Promise.reject(this.#dead);
     let bytes = 0;
     for (const r of entry.ticks) bytes += r.value.length;
     for (const r of entry.bars) bytes += r.value.length;
-    return new Promise<void>((resolve, reject) => {
+    for (const r of entry.merged ?? []) bytes += r.value.length;
+    if (entry.merged?.length && !this.#o.mergedTopic)
+      return Promise.reject(
+        new TickstreamError(
+          ErrorCode.INTERNAL,
+          'merged-feed records appended to a journal without mergedTopic',
+        ),
+      );
+    return new Promise<Committed>((resolve, reject) => {
       this.#queue.push({ entry, bytes, resolve, reject });
       this.#queuedBytes += bytes;
       this.#m.queued.set(this.#queuedBytes);
@@ -351,10 +411,19 @@ export class KafkaJournal {
     try {
       while (this.#queue.length && !this.#dead) {
         const batch = this.#takeBatch();
+        let committed: Committed = { sourcesOffset: -1 };
         for (;;) {
           const outcome = await this.#transaction(batch);
-          if (outcome === 'committed') break;
+          if (typeof outcome === 'object') {
+            committed = outcome;
+            break;
+          }
           if (outcome === 'fatal') return;
+          // Fenced sources were taken out of the batch: the rest goes again at once.
+          if (outcome === 'fenced') {
+            if (batch.length === 0) break;
+            continue;
+          }
           this.#setReady(false);
           await new Promise((r) => setTimeout(r, backoff));
           backoff = Math.min(backoff * 2, 5000);
@@ -363,7 +432,7 @@ export class KafkaJournal {
         this.#setReady(true);
         for (const p of batch) {
           this.#queuedBytes -= p.bytes;
-          p.resolve();
+          p.resolve(committed);
         }
         this.#m.queued.set(this.#queuedBytes);
         if (
@@ -388,13 +457,17 @@ export class KafkaJournal {
     return this.#queue.splice(0, n);
   }
 
-  /** One attempt: begin, produce everything, commit. Aborts on failure; the caller retries. */
-  async #transaction(batch: Pending[]): Promise<'committed' | 'retry' | 'fatal'> {
+  /**
+   * One attempt: begin, produce everything, (fence check), commit. Aborts on failure; the caller
+   * retries. 'fenced': fenced appends were rejected and taken out of `batch`, nothing committed.
+   */
+  async #transaction(batch: Pending[]): Promise<Committed | 'retry' | 'fatal' | 'fenced'> {
     const started = performance.now();
     this.#txnStartedAt = started;
     try {
       await this.#call('beginTransaction', (cb) => this.#producer.beginTransaction(cb));
       const states = new Map<string, SourceState>();
+      const claims: SourceClaim[] = [];
       let ticks = 0;
       let bytes = 0;
       for (const p of batch) {
@@ -403,15 +476,31 @@ export class KafkaJournal {
           bytes += r.value.length;
         }
         for (const r of p.entry.bars) this.#produce(this.#o.barsTopic, r);
+        for (const r of p.entry.merged ?? []) this.#produce(this.#o.mergedTopic as string, r);
         for (const s of p.entry.states) states.set(s.source, s);
+        if (p.entry.claims) claims.push(...p.entry.claims);
         ticks += p.entry.ticks.length;
       }
+      const offsets: Promise<number>[] = [];
+      const items: FenceItem[] = [];
       for (const s of states.values()) {
-        this.#produce(this.#o.sourcesTopic, {
-          key: s.source,
-          value: Buffer.from(JSON.stringify(s)),
-          headers: { 'content-type': 'application/json' },
-        });
+        offsets.push(this.#produceSources(s.source, s));
+        items.push({ source: s.source, epoch: s.epoch ?? 0, kind: 'state' });
+      }
+      for (const c of claims) {
+        offsets.push(this.#produceSources(claimKey(c.source), c));
+        items.push({ source: c.source, epoch: c.epoch, kind: 'claim' });
+      }
+      let sourcesOffset = -1;
+      const fence = this.#o.fence;
+      if (fence && items.length) {
+        const fenced = await fence.check(Math.min(...(await this.#delivered(offsets))), items);
+        if (fenced.size) return await this.#dropFenced(batch, fenced);
+        // Claims are written again after the check: a claimant that reads up to this second
+        // record sees every transaction that began before its claim, including records of
+        // theirs that landed after the first one (docs/architecture.md).
+        const again = claims.map((c) => this.#produceSources(claimKey(c.source), c));
+        sourcesOffset = Math.max(...(await this.#delivered([...offsets, ...again])));
       }
       this.#o.crashPoint?.('journal-mid-transaction');
       this.#o.failPoint?.('journal-commit');
@@ -432,7 +521,7 @@ export class KafkaJournal {
       this.#m.txnSeconds.observe((performance.now() - started) / 1000);
       this.#m.records.inc({ topic: this.#o.ticksTopic }, ticks);
       this.#m.bytes.inc(bytes);
-      return 'committed';
+      return { sourcesOffset };
     } catch (err) {
       return this.#recover(err as KafkaError, batch);
     } finally {
@@ -473,6 +562,80 @@ export class KafkaJournal {
         this.#setReady(false);
         await new Promise((r) => setTimeout(r, 500));
       }
+    }
+  }
+
+  /**
+   * Aborts the open transaction and rejects the appends of fenced sources (taking them out of
+   * `batch`); the rest is retried at once by the caller.
+   */
+  async #dropFenced(batch: Pending[], fenced: Set<string>): Promise<'fenced' | 'retry' | 'fatal'> {
+    try {
+      await this.#call('abortTransaction', (cb) => this.#producer.abortTransaction(CALL_TIMEOUT_MS, cb));
+    } catch (err) {
+      return this.#recover(err as KafkaError, batch);
+    }
+    this.#m.txns.inc({ outcome: 'fenced' });
+    const touches = (p: Pending) =>
+      p.entry.states.some((s) => fenced.has(s.source)) ||
+      (p.entry.claims ?? []).some((c) => fenced.has(c.source));
+    const out = batch.filter(touches);
+    const keep = batch.filter((p) => !touches(p));
+    batch.splice(0, batch.length, ...keep);
+    for (const p of out) {
+      this.#queuedBytes -= p.bytes;
+      const sources = [...fenced].filter(
+        (f) => p.entry.states.some((s) => s.source === f) || p.entry.claims?.some((c) => c.source === f),
+      );
+      p.reject(
+        new TickstreamError(
+          ErrorCode.SOURCE_FENCED,
+          `source ${sources.join(', ')} was claimed by another bridge (a newer epoch in the sources topic): this bridge may not commit for it; its terminal reconnects and resumes where the journal stands`,
+        ),
+      );
+    }
+    this.#m.queued.set(this.#queuedBytes);
+    this.#o.logger.warn(
+      { fenced: [...fenced], appends: out.length },
+      'journal appends of fenced sources dropped',
+    );
+    return 'fenced';
+  }
+
+  /** Produces a sources record and resolves with its offset once the broker has it (with fencing). */
+  #produceSources(key: string, value: object): Promise<number> {
+    const buf = Buffer.from(JSON.stringify(value));
+    const headers = [{ 'content-type': 'application/json' }];
+    if (!this.#o.fence) {
+      this.#producer.produce(this.#o.sourcesTopic, 0, buf, key, null, undefined, headers);
+      return Promise.resolve(-1);
+    }
+    const opaque = {};
+    const offset = new Promise<number>((resolve, reject) =>
+      this.#deliveries.set(opaque, { resolve, reject }),
+    );
+    try {
+      this.#producer.produce(this.#o.sourcesTopic, 0, buf, key, null, opaque, headers);
+    } catch (err) {
+      this.#deliveries.delete(opaque);
+      throw err;
+    }
+    return offset;
+  }
+
+  /** The offsets, once delivered; a delivery that takes longer than CALL_TIMEOUT_MS fails the attempt. */
+  async #delivered(offsets: Promise<number>[]): Promise<number[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the sources records were not delivered within ${CALL_TIMEOUT_MS} ms`)),
+        CALL_TIMEOUT_MS,
+      );
+    });
+    try {
+      return await Promise.race([Promise.all(offsets), timeout]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -548,6 +711,7 @@ export async function ensureTopics(
     | 'retentionMs'
     | 'replicationFactor'
     | 'minInsyncReplicas'
+    | 'mergedTopic'
   >,
 ): Promise<void> {
   const admin = RdKafka.AdminClient.create(kafkaClientProps(o.brokers, o.security) as RdKafka.GlobalConfig);
@@ -572,6 +736,8 @@ export async function ensureTopics(
     await create(o.ticksTopic, o.partitions, retention);
     await create(o.barsTopic, o.partitions, retention);
     await create(o.sourcesTopic, 1, { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '0' });
+    // One partition: the merged feeds' inputs and decisions keep one order (replayable).
+    if (o.mergedTopic) await create(o.mergedTopic, 1, retention);
   } finally {
     admin.disconnect();
   }

@@ -1,8 +1,8 @@
 /**
  * Reads a journal topic from its log start to its end as of the moment the read began,
  * `read_committed` (aborted transactions are skipped), without a consumer group: every
- * partition is assigned directly. Used to load the sources' resume state and by
- * `tickstream verify` and `tickstream replay`.
+ * partition is assigned directly. Used by `tickstream verify` and `tickstream replay` (the
+ * sources' resume state and claims are tailed by source-log.ts).
  *
  * There is no start offset or start time: record timestamps are the produce time, not the
  * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
@@ -18,7 +18,6 @@ import {
   type KafkaSecurity,
   kafkaClientProps,
 } from '../../codecs/kafka-client.js';
-import type { SourceState } from './journal.js';
 
 export interface JournalMessage {
   partition: number;
@@ -137,27 +136,4 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
   } finally {
     await new Promise((resolve) => consumer.disconnect(resolve));
   }
-}
-
-/** The sources' resume state: the compacted topic read to its end, the last value per key. */
-export async function readSourceStates(options: {
-  brokers: string;
-  security?: KafkaSecurity;
-  sourcesTopic: string;
-}): Promise<Map<string, SourceState>> {
-  const states = new Map<string, SourceState>();
-  try {
-    await readJournal({
-      brokers: options.brokers,
-      ...(options.security ? { security: options.security } : {}),
-      topic: options.sourcesTopic,
-      onMessages: (messages) => {
-        for (const m of messages) states.set(m.key, JSON.parse(m.value.toString('utf8')) as SourceState);
-      },
-    });
-  } catch (err) {
-    // A journal that was never written to has no sources topic yet: every source starts fresh.
-    if (!(err instanceof TickstreamError && /does not exist/.test(err.message))) throw err;
-  }
-  return states;
 }

@@ -29,7 +29,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
-import { decodeBar } from '../../codecs/flat-record.js';
+import { decodeBar, TickRecordEncoder } from '../../codecs/flat-record.js';
 import {
   connectKafka,
   forwardKafkaLogs,
@@ -37,6 +37,7 @@ import {
   kafkaClientProps,
 } from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
+import { allocTickBatch } from '../../codecs/tick-batch.js';
 import { DAY_MS, type LoadPlan, type Parked, planTicks } from './load-plan.js';
 import { type Binding, checkBinding, readLogStates } from './log-binding.js';
 import { migrate, quoteIdent } from './migrate.js';
@@ -53,6 +54,8 @@ export interface LoaderOptions {
   instanceId: string;
   ticksTopic: string;
   barsTopic: string;
+  /** The merged feeds' topic (pipeline/merged-feed.ts): its tick records go to `ticks_merged`. */
+  mergedTopic?: string;
   postgresUrl: string;
   schema: string;
   maxBatchTicks: number;
@@ -127,6 +130,9 @@ function isOutage(err: unknown): boolean {
   );
 }
 
+/** An empty TickRecord: what the loader plans for merged-topic records without ticks. */
+const NO_TICKS = new TickRecordEncoder().encode(allocTickBatch('', [], 0));
+
 export class PostgresLoader {
   readonly #o: LoaderOptions;
   readonly #pool: pg.Pool;
@@ -136,6 +142,8 @@ export class PostgresLoader {
   readonly #encoder = new CopyEncoder();
   /** UTC days whose partition exists (created by us or found): no call for them again. */
   readonly #knownDays = new Set<number>();
+  /** Days whose ticks_merged partition exists. */
+  readonly #knownMergedDays = new Set<number>();
   #running = false;
   #closing = false;
   #rechecking = false;
@@ -265,7 +273,11 @@ export class PostgresLoader {
     }
     await connectKafka(this.#consumer, this.#o.brokers, this.#o.security, 10_000, (err) => err);
     this.#admin = RdKafka.AdminClient.createFrom(this.#consumer);
-    this.#consumer.subscribe([this.#o.ticksTopic, this.#o.barsTopic]);
+    this.#consumer.subscribe([
+      this.#o.ticksTopic,
+      this.#o.barsTopic,
+      ...(this.#o.mergedTopic ? [this.#o.mergedTopic] : []),
+    ]);
     this.#running = true;
     this.#loop = this.#run();
     this.#timers = [
@@ -660,6 +672,7 @@ export class PostgresLoader {
   ): Promise<Outcome> {
     const first = messages[0] as Message;
     const isBars = first.topic === this.#o.barsTopic;
+    const table = first.topic === this.#o.mergedTopic ? 'ticks_merged' : 'ticks';
     const started = performance.now();
     let client: pg.PoolClient | null = null;
     const onError = (err: Error) => this.#clientError(err);
@@ -682,7 +695,12 @@ export class PostgresLoader {
       if (!isBars && parkFor === null && fresh.length > 0) {
         const now = Date.now();
         plan = planTicks(
-          fresh.map((m) => m.value ?? Buffer.alloc(0)),
+          fresh.map((m) =>
+            // The merged topic's other records (start, down, decision) carry no ticks.
+            table === 'ticks_merged' && !(m.headers ?? []).some((h) => String(h['kind']) === 'ticks')
+              ? NO_TICKS
+              : (m.value ?? Buffer.alloc(0)),
+          ),
           {
             minUtcMs: now - this.#o.maxTickAgeDays * DAY_MS,
             maxUtcMs: now + this.#o.maxTickFutureDays * DAY_MS,
@@ -690,7 +708,7 @@ export class PostgresLoader {
           },
         );
         taken = messages.length - fresh.length + plan.taken;
-        await this.#ensurePartitions(plan.days);
+        await this.#ensurePartitions(plan.days, table);
       }
       const mine = fresh.slice(0, taken - (messages.length - fresh.length));
       client = await this.#pool.connect();
@@ -719,7 +737,7 @@ export class PostgresLoader {
       } else if (isBars) {
         rows = await this.#copyBars(client, mine);
       } else if (plan) {
-        rows = await this.#copyTicks(client, plan);
+        rows = await this.#copyTicks(client, plan, table);
         parked = plan.parked;
       }
       if (parked.length) await this.#park(client, mine, parked);
@@ -731,7 +749,7 @@ export class PostgresLoader {
       owned.nextOffset = last.offset + 1;
       if (last.timestamp) owned.loadedTimestampMs = last.timestamp;
       this.#m.batches.inc({ outcome: parkFor ? 'parked' : 'committed' });
-      if (rows) this.#m.rows.inc({ table: isBars ? 'bars_1m' : 'ticks' }, rows);
+      if (rows) this.#m.rows.inc({ table: isBars ? 'bars_1m' : table }, rows);
       for (const p of parked) {
         this.#m.parkedRecords.inc({ kind: p.kind });
         this.#m.parkedTicks.inc({ kind: p.kind }, p.seqs.length);
@@ -803,8 +821,10 @@ export class PostgresLoader {
    * per transaction and outside the load transaction: thousands of CREATE TABLEs in one
    * transaction exhaust Postgres' lock table (`out of shared memory`). Idempotent.
    */
-  async #ensurePartitions(days: number[]): Promise<void> {
-    const missing = days.filter((d) => !this.#knownDays.has(d));
+  async #ensurePartitions(days: number[], table: 'ticks' | 'ticks_merged'): Promise<void> {
+    const known = table === 'ticks' ? this.#knownDays : this.#knownMergedDays;
+    const fn = table === 'ticks' ? 'tickstream_ensure_partitions' : 'tickstream_ensure_merged_partitions';
+    const missing = days.filter((d) => !known.has(d));
     const step = this.#o.maxDaysPerTransaction;
     for (let i = 0; i < missing.length; i += step) {
       const chunk = missing.slice(i, i + step);
@@ -815,12 +835,10 @@ export class PostgresLoader {
       try {
         await client.query('begin');
         for (const day of chunk) {
-          await client.query('select tickstream_ensure_partitions($1::date, $1::date)', [
-            new Date(day * DAY_MS).toISOString(),
-          ]);
+          await client.query(`select ${fn}($1::date, $1::date)`, [new Date(day * DAY_MS).toISOString()]);
         }
         await client.query('commit');
-        for (const day of chunk) this.#knownDays.add(day);
+        for (const day of chunk) known.add(day);
       } catch (err) {
         broken = true;
         throw err;
@@ -831,14 +849,14 @@ export class PostgresLoader {
     }
   }
 
-  async #copyTicks(client: pg.PoolClient, plan: LoadPlan): Promise<number> {
+  async #copyTicks(client: pg.PoolClient, plan: LoadPlan, table: 'ticks' | 'ticks_merged'): Promise<number> {
     if (plan.ticks === 0) return 0;
     // Encoded before the COPY opens, so an encoding error cannot leave a COPY half written.
     // The encoder's output is a view of a reused buffer: keep copies.
     const chunks = plan.batches.map((b) => Buffer.from(this.#encoder.ticks(b)));
     const stream = client.query(
       copyFrom(
-        `copy ticks (source, seq, symbol, time, server_time_msc, bid, ask, last, volume, volume_real, flags) from stdin (format binary)`,
+        `copy ${table} (source, seq, symbol, time, server_time_msc, bid, ask, last, volume, volume_real, flags) from stdin (format binary)`,
       ),
     );
     const done = once(stream, 'finish');
@@ -927,7 +945,8 @@ export class PostgresLoader {
       'select tickstream_drop_partitions_before($1::date) as n',
       [before],
     );
-    for (const day of this.#knownDays) if (day * DAY_MS < Date.parse(before)) this.#knownDays.delete(day);
+    for (const known of [this.#knownDays, this.#knownMergedDays])
+      for (const day of known) if (day * DAY_MS < Date.parse(before)) known.delete(day);
     return rows[0]?.n ?? 0;
   }
 }

@@ -64,9 +64,20 @@ export interface HttpRequest {
 export interface HttpResponse {
   status: number;
   contentType: string;
-  body: string;
+  /**
+   * The whole body, or a stream of chunks: each is written when uWS has taken the one before
+   * (backpressure through onWritable), and the iterator is returned early if the client goes away.
+   */
+  body: string | AsyncIterable<Uint8Array>;
+  headers?: Record<string, string>;
 }
 export type HttpHandler = (req: HttpRequest) => HttpResponse | Promise<HttpResponse>;
+export interface RouteOptions {
+  /** Requires one of the websocket tokens (`?token=` or `Authorization: Bearer`), as /ws does. */
+  auth?: boolean;
+  /** A streamed body whose client takes nothing for this long is cut (and its iterator returned). */
+  stallTimeoutMs?: number;
+}
 
 interface Client {
   binary: boolean;
@@ -84,6 +95,7 @@ type Socket = uws.WebSocket<Client>;
 
 const STATUS: Record<number, string> = {
   200: '200 OK',
+  400: '400 Bad Request',
   401: '401 Unauthorized',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
@@ -111,7 +123,7 @@ export class WsServer {
   readonly #o: WsServerOptions;
   readonly #app: uws.TemplatedApp;
   #closing = false;
-  readonly #routes = new Map<string, HttpHandler>();
+  readonly #routes = new Map<string, { handler: HttpHandler; auth: boolean; stallTimeoutMs: number }>();
   readonly #clients = new Set<Socket>();
   /** Latest tick message per pair (`latestKey`), for snapshots on subscribe. */
   readonly #latest = new Map<string, string>();
@@ -158,7 +170,7 @@ export class WsServer {
       }),
       authFailures: new Counter({
         name: 'tickstream_ws_auth_failures_total',
-        help: 'Websocket upgrades refused for a missing or wrong token',
+        help: 'Websocket upgrades and history API requests refused for a missing or wrong token',
         registers,
       }),
       fullRefusals: new Counter({
@@ -214,8 +226,7 @@ export class WsServer {
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => {
         const query = new URLSearchParams(req.getQuery() ?? '');
-        const auth = req.getHeader('authorization');
-        const token = query.get('token') ?? (auth.startsWith('Bearer ') ? auth.slice(7) : '');
+        const token = tokenOf(query, req.getHeader('authorization'));
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
@@ -276,32 +287,63 @@ export class WsServer {
     });
     this.#app.any('/*', (res, req) => {
       let aborted = false;
+      const head = req.getMethod() === 'head';
+      let onWritable: (() => void) | null = null;
+      let path = '';
+      let stallTimeoutMs = 0;
+      let abortStream: (() => void) | null = null;
       res.onAborted(() => {
         aborted = true;
+        onWritable?.();
+        abortStream?.();
       });
-      const head = req.getMethod() === 'head';
       const reply = (r: HttpResponse, headers: Record<string, string> = {}) => {
         if (aborted) return;
+        const body = r.body;
         res.cork(() => {
           res
             .writeStatus(STATUS[r.status] ?? `${r.status} Status`)
             .writeHeader('content-type', r.contentType);
-          for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+          for (const [k, v] of Object.entries({ ...r.headers, ...headers })) res.writeHeader(k, v);
           // HEAD: the length GET would send, and no body (one after the headers breaks keep-alive
           // framing). Written as a header: endWithoutBody(length) makes uWS drop the connection
           // at the next request, and any argument to it is read as a length.
-          if (head) {
-            res.writeHeader('content-length', String(Buffer.byteLength(r.body)));
+          if (typeof body !== 'string') {
+            if (head) res.endWithoutBody();
+          } else if (head) {
+            res.writeHeader('content-length', String(Buffer.byteLength(body)));
             res.endWithoutBody();
-          } else res.end(r.body, this.#closing);
+          } else res.end(body, this.#closing);
         });
+        if (typeof body !== 'string') {
+          const chunks = body[Symbol.asyncIterator]();
+          if (head) return void chunks.return?.();
+          // Over backpressure uWS keeps the chunk; the next waits for onWritable (or an abort).
+          res.onWritable(() => {
+            const wake = onWritable;
+            onWritable = null;
+            wake?.();
+            return true;
+          });
+          abortStream = () => void chunks.return?.();
+          void this.#pump(res, chunks, {
+            path,
+            stallTimeoutMs,
+            aborted: () => aborted,
+            waitWritable: (wake) => {
+              onWritable = wake;
+            },
+          });
+        }
       };
       try {
-        const path = req.getUrl();
+        path = req.getUrl();
         const method = req.getMethod();
         const query = req.getQuery() ?? '';
-        const handler = this.#routes.get(path);
-        if (!handler) return reply({ status: 404, contentType: 'text/plain', body: `no route ${path}\n` });
+        const route = this.#routes.get(path);
+        if (!route) return reply({ status: 404, contentType: 'text/plain', body: `no route ${path}\n` });
+        stallTimeoutMs = route.stallTimeoutMs;
+        const { handler } = route;
         if (method !== 'get' && !head)
           return reply(
             {
@@ -311,6 +353,17 @@ export class WsServer {
             },
             { allow: ALLOW },
           );
+        if (route.auth && this.#o.tokens.length) {
+          const token = tokenOf(new URLSearchParams(query), req.getHeader('authorization'));
+          if (!this.#o.tokens.includes(token)) {
+            this.#m.authFailures.inc();
+            return reply({
+              status: 401,
+              contentType: 'text/plain',
+              body: 'a valid token is required: add ?token=… or Authorization: Bearer …\n',
+            });
+          }
+        }
         Promise.resolve()
           .then(() => handler({ path, query }))
           .then(reply, (err: Error) => {
@@ -343,8 +396,72 @@ export class WsServer {
     );
   }
 
-  route(path: string, handler: HttpHandler): void {
-    this.#routes.set(path, handler);
+  route(path: string, handler: HttpHandler, options: RouteOptions = {}): void {
+    this.#routes.set(path, {
+      handler,
+      auth: options.auth ?? false,
+      stallTimeoutMs: options.stallTimeoutMs ?? 0,
+    });
+  }
+
+  /**
+   * Writes a streamed body chunk by chunk, waiting for uWS to drain when it is over backpressure;
+   * a client that takes nothing for the route's stall timeout is cut.
+   */
+  async #pump(
+    res: uws.HttpResponse,
+    chunks: AsyncIterator<Uint8Array>,
+    o: {
+      path: string;
+      stallTimeoutMs: number;
+      aborted: () => boolean;
+      waitWritable: (wake: () => void) => void;
+    },
+  ): Promise<void> {
+    const { aborted } = o;
+    try {
+      for (;;) {
+        const next = await chunks.next();
+        if (aborted()) return;
+        if (next.done) {
+          res.cork(() => res.end(undefined, this.#closing));
+          return;
+        }
+        let taken = true;
+        res.cork(() => {
+          taken = res.write(next.value);
+        });
+        if (!taken && (await this.#stalled(o.stallTimeoutMs, o.waitWritable)) && !aborted()) {
+          this.#o.logger.warn(
+            { path: o.path, stallTimeoutMs: o.stallTimeoutMs },
+            'HTTP client took no data for its stall timeout: response cut',
+          );
+          res.close();
+          await chunks.return?.();
+          return;
+        }
+        if (aborted()) return;
+      }
+    } catch (err) {
+      // The status line is out already: the only honest signal left is a cut connection.
+      this.#o.logger.warn(
+        { path: o.path, err: (err as Error).message },
+        'a streamed HTTP response failed mid-way: connection cut (the client sees a truncated body)',
+      );
+      if (!aborted()) res.close();
+      await chunks.return?.();
+    }
+  }
+
+  /** Waits for uWS's onWritable; true when `timeoutMs` (0: none) passed first. */
+  #stalled(timeoutMs: number, waitWritable: (wake: () => void) => void): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = timeoutMs ? setTimeout(() => resolve(true), timeoutMs) : undefined;
+      waitWritable(() => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
   }
 
   async start(): Promise<number> {
@@ -655,6 +772,11 @@ export class WsServer {
       this.#scheduleSnapshots(ws, c);
   }
 }
+/** The token a request carries: `?token=`, else `Authorization: Bearer …`. */
+function tokenOf(query: URLSearchParams, authorization: string): string {
+  return query.get('token') ?? (authorization.startsWith('Bearer ') ? authorization.slice(7) : '');
+}
+
 const nan = (v: number) => (Number.isNaN(v) ? null : v);
 
 function tickMessage(batch: TickBatch, symbol: string, idx: number[], type = 'ticks', skipped = 0): string {

@@ -208,8 +208,7 @@ describe('backpressure does not make a capped EA reconnect', () => {
     const total = symbols.reduce((n, s) => n + s.times.length, 0);
     let stats: ClientStats | null = null;
     const client = new BridgeClient({
-      host: '127.0.0.1',
-      port,
+      bridges: [{ host: '127.0.0.1', port }],
       source: `bp${maxFrameBytes ?? 'uncapped'}`,
       secret: '',
       symbols,

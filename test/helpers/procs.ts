@@ -39,6 +39,7 @@ export function isolatedNames(tag: string) {
     ticksTopic: `t.${id}.ticks`,
     barsTopic: `t.${id}.bars`,
     sourcesTopic: `t.${id}.sources`,
+    mergedTopic: `t.${id}.merged`,
     redisPrefix: `t:${id}`,
     schema: id,
     group: `g-${id}`,
@@ -61,6 +62,8 @@ export function serveArgs(n: Names, extra: string[] = []): string[] {
     n.barsTopic,
     '--sources-topic',
     n.sourcesTopic,
+    '--merged-ticks-topic',
+    n.mergedTopic,
     '--topic-partitions',
     '3',
     '--redis-key-prefix',
@@ -239,7 +242,7 @@ export async function removeNames(all: readonly Names[], brokers = KAFKA_BROKERS
   const RdKafka = (await import('@confluentinc/kafka-javascript')).default;
   const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': brokers });
   for (const n of all)
-    for (const topic of [n.ticksTopic, n.barsTopic, n.sourcesTopic])
+    for (const topic of [n.ticksTopic, n.barsTopic, n.sourcesTopic, n.mergedTopic])
       await new Promise<void>((resolve) => admin.deleteTopic(topic, 10_000, () => resolve()));
   admin.disconnect();
   const redis = new Redis(REDIS_URL);

@@ -19,7 +19,11 @@ let serve: ServeProcess;
 let families: Map<string, string>;
 
 beforeAll(async () => {
-  serve = await startServe(serveArgs(n));
+  // A feed group over the sim's source, so the merged-feed metrics are there too.
+  const feedGroups = [
+    { symbol: 'SYN', policy: 'failover', members: [{ source: 'opsmetrics', symbol: 'SYN001' }] },
+  ];
+  serve = await startServe(serveArgs(n, ['--feed-groups', JSON.stringify(feedGroups)]));
   const sim = await runSim([
     '--synthetic',
     '--symbols',

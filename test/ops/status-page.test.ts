@@ -91,7 +91,18 @@ describe.skipIf(!chromium)(
   () => {
     let url = '';
     beforeAll(async () => {
-      serve = await startServe(serveArgs(n));
+      // A feed group over the sim's symbols, so the merged-feed table has a row.
+      const feedGroups = [
+        {
+          symbol: 'SYN',
+          policy: 'failover',
+          members: [
+            { source: 'pagesim', symbol: 'SYN001' },
+            { source: 'pagespare', symbol: 'SYN001' },
+          ],
+        },
+      ];
+      serve = await startServe(serveArgs(n, ['--feed-groups', JSON.stringify(feedGroups)]));
       url = `http://127.0.0.1:${serve.httpPort}/`;
       sim = startCli([
         'sim',
@@ -130,6 +141,12 @@ describe.skipIf(!chromium)(
       expect(first.stdout).toMatch(/<span id="ready" class="ok">ready<\/span>/);
       for (const sink of ['Kafka journal', 'Redis', 'Websockets', 'Postgres loader'])
         expect(first.stdout).toContain(`<tr data-sink="${sink}">`);
+      // The merged feed SYN follows the sim's source, and says why.
+      const feed = /<tr data-feed="SYN">.*?<\/tr>/.exec(first.stdout)?.[0] ?? '';
+      expect(feed).toMatch(
+        /<td data-field="active" class="ok">pagesim<\/td><td data-field="why">start<\/td>/,
+      );
+      expect(feed).toContain('pagespare:SYN001 no-ticks');
       let after = before;
       expect(
         await waitFor(async () => {

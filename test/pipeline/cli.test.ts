@@ -6,7 +6,7 @@ import { parseCommand } from '../../bridge/args.js';
 import { SIM_COMMAND } from '../../bridge/sim.js';
 import { runCli } from '../helpers/procs.js';
 
-const SUBCOMMANDS = ['serve', 'loader', 'sim', 'verify', 'replay', 'demo', 'smoke', 'config'];
+const SUBCOMMANDS = ['serve', 'loader', 'sim', 'verify', 'replay', 'export', 'demo', 'smoke', 'config'];
 
 describe('tickstream --help', () => {
   it.each(SUBCOMMANDS)('`%s --help` prints its flags with defaults and an example, exit 0', async (name) => {

@@ -171,8 +171,7 @@ describe.skipIf(!haveData)('server time zones: no rule, a contradicting rule, an
     let offset = 2 * H;
     let until = firstPhaseEnd;
     const client = new BridgeClient({
-      host: '127.0.0.1',
-      port: serve.ingressPort,
+      bridges: [{ host: '127.0.0.1', port: serve.ingressPort }],
       source: 'dst',
       secret: '',
       symbols: [symbol],

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type JournalOptions, KafkaJournal } from '../../sinks/kafka/journal.js';
-import { readSourceStates } from '../../sinks/kafka/reader.js';
+import { SourceLog } from '../../sinks/kafka/source-log.js';
 import { KAFKA_BROKERS } from '../helpers/procs.js';
 
 const brokers = KAFKA_BROKERS;
@@ -72,7 +72,7 @@ describe('KafkaJournal', () => {
   it('commits every appended record once, per-source order kept in one partition, states readable', async () => {
     const j = journal();
     await j.start();
-    const appends: Promise<void>[] = [];
+    const appends: Promise<unknown>[] = [];
     for (let i = 0; i < 60; i++) {
       const source = `src${i % 3}`;
       appends.push(
@@ -95,7 +95,10 @@ describe('KafkaJournal', () => {
         Array.from({ length: 20 }, (_, k) => k * 3 + Number(s.slice(3))),
       );
     }
-    const states = await readSourceStates({ brokers, sourcesTopic: topics.sourcesTopic });
+    const log = new SourceLog({ brokers, sourcesTopic: topics.sourcesTopic, stallTimeoutMs: 10_000 });
+    await log.start();
+    const states = log.states();
+    await log.close();
     expect(states.get('src2')?.nextSeq).toBe(60);
     expect(states.get('src0')?.cursors['EURUSD']).toEqual({ lastMsc: 57, countAtMsc: 1 });
   });

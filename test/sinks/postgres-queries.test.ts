@@ -75,6 +75,13 @@ const expectations: Record<string, { params: unknown[]; relations: RegExp; index
       index: /^bars_1m_pkey$/,
       count: 1,
     },
+    // Every source's bars of a symbol (the history API without `source`): the (symbol, start) index.
+    'bars-of-symbol': {
+      params: ['SYM07', '2024-03-05T10:00:00Z', '2024-03-05T11:00:00Z'],
+      relations: /^bars_1m$/,
+      index: /^bars_1m_symbol_start$/,
+      count: 1,
+    },
   };
 
 describe('docs/postgres.md queries use their indexes (EXPLAIN on the real Postgres)', () => {

@@ -1,0 +1,698 @@
+// The Python package (clients/python, importable as `tickstream`) against a real `serve` fed by
+// `sim`: its Kafka reader gets the same ticks as the TypeScript reader (sinks/kafka/reader.ts)
+// and as the input file, its websocket client gets every tick of a run and reconnects after a
+// cut, its Redis helpers read the streams; plus the package's own unittest suite.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Bar } from '../../codecs/bar.js';
+import { decodeBar, decodeTickRecord, encodeBar, TickRecordEncoder } from '../../codecs/flat-record.js';
+import { allocTickBatch } from '../../codecs/tick-batch.js';
+import { readJournal } from '../../sinks/kafka/reader.js';
+import { type FileTick, parseDukascopyFile, parseMt5ExportFile } from '../helpers/independent.js';
+import {
+  captured,
+  dataDir,
+  isolatedNames,
+  KAFKA_BROKERS,
+  REDIS_URL,
+  removeNames,
+  runSim,
+  type ServeProcess,
+  serveArgs,
+  startServe,
+  waitFor,
+} from '../helpers/procs.js';
+import { PYTHON, runPython, startPythonLines } from '../helpers/python.js';
+
+const mt5File = `${dataDir}EURUSD_mt5_export_derived_from_histdata.csv`;
+const dukaFile = `${dataDir}dukascopy_BTCUSD_ticks_20230220T12_14_utc.csv`;
+
+/** A tick as the Python package's `Tick` prints it (`json.dumps(tick.__dict__)`). */
+interface PyTick {
+  source: string;
+  seq: number;
+  symbol: string;
+  utc_msc: number;
+  server_time_msc: number;
+  bid: number;
+  ask: number;
+  last: number;
+  volume: number;
+  volume_real: number;
+  flags: number;
+}
+
+const bySourceSeq = (a: PyTick, b: PyTick) =>
+  a.source < b.source ? -1 : a.source > b.source ? 1 : a.seq - b.seq;
+const jsonLines = <T>(text: string): T[] =>
+  text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as T);
+
+/** Every tick of a topic through the project's TypeScript reader, in the Python field names. */
+async function tsJournalTicks(topic: string): Promise<PyTick[]> {
+  const out: PyTick[] = [];
+  await readJournal({
+    brokers: KAFKA_BROKERS,
+    topic,
+    onMessages: (messages) => {
+      for (const m of messages) {
+        const b = decodeTickRecord(m.value);
+        for (let i = 0; i < b.length; i++)
+          out.push({
+            source: b.source,
+            seq: b.seq[i] as number,
+            symbol: b.symbols[b.symbolIndex[i] as number] as string,
+            utc_msc: b.utcMsc[i] as number,
+            server_time_msc: b.serverTimeMsc[i] as number,
+            bid: b.bid[i] as number,
+            ask: b.ask[i] as number,
+            last: b.last[i] as number,
+            volume: b.volume[i] as number,
+            volume_real: b.volumeReal[i] as number,
+            flags: b.flags[i] as number,
+          });
+      }
+    },
+  });
+  return out.sort(bySourceSeq);
+}
+
+function expectEqualToFile(got: PyTick[], file: FileTick[], checkFlags: boolean) {
+  expect(got.map((t) => t.seq)).toEqual(file.map((_, i) => i + 1));
+  const bad = got.findIndex((t, i) => {
+    const f = file[i] as FileTick;
+    return (
+      t.utc_msc !== f.utcMsc ||
+      t.bid !== f.bid ||
+      t.ask !== f.ask ||
+      t.last !== f.last ||
+      (checkFlags && t.flags !== f.flags)
+    );
+  });
+  expect(bad === -1 ? null : { got: got[bad], file: file[bad] }).toBeNull();
+}
+
+/** A TCP proxy to serve's HTTP port whose connections the test can cut and refuse. */
+async function cuttableProxy(targetPort: number) {
+  const sockets = new Set<Socket>();
+  let down = false;
+  const server: Server = createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = netConnect(targetPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    /** Cuts every open connection and refuses new ones until `up()`. */
+    cut: () => {
+      down = true;
+      for (const s of sockets) s.destroy();
+    },
+    up: () => {
+      down = false;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('the Python package: record decoder unit tests (unittest)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tickstream-py-fixtures-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('decodes records of the TypeScript encoder, and refuses foreign, newer and truncated ones', async () => {
+    // Edge values: negative and 2^53-1 integers, a unicode symbol, every flag bit, 3 symbols
+    // interleaved, a 1-tick record, an empty one.
+    const symbols = ['EURUSD', 'DAX40.cash', 'Ölpreis'];
+    const n = 5;
+    const b = allocTickBatch('edge-src', symbols, n);
+    b.length = n;
+    const rows = [
+      [1, 0, -1_000, -3_601_000, 1.1, 1.2, 0, 0, 0, 6],
+      [2, 1, 0, 0, -5.5, 0, 17_000.25, 2 ** 53 - 1, 0.001, 0xffffffff],
+      [2 ** 53 - 1, 2, 32503679999999, 32503672799999, 1e-9, 1e300, -0, 42, 1e15, 0],
+      [2 ** 53 - 2, 0, 1577923200065, 1577916000065, 1.1212, 1.12172, 0, 0, 0, 2],
+      [2 ** 53 - 3, 1, 1577923200066, 1577916000066, 15000, 15000.5, 15000.25, 3, 3, 24],
+    ] as const;
+    const rowsOut = rows.map((r, i) => {
+      const [seq, sym, srv, utc, bid, ask, last, vol, volr, flags] = r;
+      b.seq[i] = seq;
+      b.symbolIndex[i] = sym;
+      b.serverTimeMsc[i] = srv;
+      b.utcMsc[i] = utc;
+      b.bid[i] = bid;
+      b.ask[i] = ask;
+      b.last[i] = last;
+      b.volume[i] = vol;
+      b.volumeReal[i] = volr;
+      b.flags[i] = flags;
+      return {
+        seq,
+        symbol: symbols[sym],
+        utc_msc: utc,
+        server_time_msc: srv,
+        bid,
+        ask,
+        last,
+        volume: vol,
+        volume_real: volr,
+        flags,
+      };
+    });
+    const encoder = new TickRecordEncoder();
+    const cases = [
+      { file: 'all.bin', value: encoder.encode(b), rows: rowsOut },
+      { file: 'one.bin', value: encoder.encode(b, 2, 3), rows: rowsOut.slice(2, 3) },
+      { file: 'empty.bin', value: encoder.encode(b, 0, 0), rows: [] },
+    ];
+    for (const c of cases) writeFileSync(join(dir, c.file), c.value);
+    const bar: Bar = {
+      source: 'edge-src',
+      symbol: 'Ölpreis',
+      startMs: 1577923200000,
+      open: 1.5,
+      high: 2.25,
+      low: 0,
+      close: -1,
+      tickCount: 361,
+      spreadMin: 0.0001,
+      spreadMax: 0.0002,
+      spreadSum: 0.054,
+      lastOpen: Number.NaN,
+      lastHigh: Number.NaN,
+      lastLow: Number.NaN,
+      lastClose: Number.NaN,
+      volume: 0,
+      lastSeq: 2 ** 53 - 1,
+    };
+    writeFileSync(join(dir, 'bar.bin'), encodeBar(bar));
+    expect(decodeBar(encodeBar(bar)).lastSeq).toBe(bar.lastSeq);
+    const snake = Object.fromEntries(
+      Object.entries(bar).map(([k, v]) => [
+        k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+        typeof v === 'number' && Number.isNaN(v) ? 'NaN' : v,
+      ]),
+    );
+    writeFileSync(
+      join(dir, 'expected.json'),
+      JSON.stringify({
+        ticks: cases.map((c) => ({ file: c.file, source: 'edge-src', rows: c.rows })),
+        bars: [{ file: 'bar.bin', bar: snake }],
+      }),
+    );
+    const r = await runPython(['-m', 'unittest', 'discover', '-v', '-s', 'clients/python/tests'], {
+      env: { TICKSTREAM_FIXTURES: dir },
+    });
+    expect(r.code, `${PYTHON} unittest:\n${r.stderr}${r.stdout}`).toBe(0);
+    expect(r.stderr).toMatch(/Ran 7 tests/);
+    expect(r.stderr).not.toMatch(/skipped/);
+  });
+});
+
+describe('the Python package against a real serve fed by sim', () => {
+  const n = isolatedNames('py');
+  let serve: ServeProcess;
+  const mt5 = parseMt5ExportFile(mt5File, 2);
+  const duka = parseDukascopyFile(dukaFile);
+  const total = mt5.length + duka.length;
+  let wsJson: ReturnType<typeof startPythonLines>;
+  let wsFlat: ReturnType<typeof startPythonLines>;
+  let tsTicks: PyTick[] = [];
+
+  const wsTicks = (p: ReturnType<typeof startPythonLines>) =>
+    p.lines.filter((l) => l['type'] === 'tick') as unknown as (PyTick & { kind: string; type: string })[];
+  const connects = (p: ReturnType<typeof startPythonLines>) =>
+    p.lines.filter((l) => l['type'] === 'connected');
+  const subscribed = (p: ReturnType<typeof startPythonLines>) =>
+    p.lines.filter((l) => l['type'] === 'subscribed').length;
+
+  beforeAll(async () => {
+    const check = await runPython([
+      '-c',
+      'import confluent_kafka, flatbuffers, websockets, redis, tickstream',
+    ]);
+    expect(check.code, `${PYTHON} lacks the Debian packages: run \`npm run setup\`\n${check.stderr}`).toBe(0);
+    // A client process on a loaded machine may read more slowly than sim sends at full speed: a
+    // large backpressure limit keeps the server from conflating it, so "every tick" is testable.
+    serve = await startServe(
+      serveArgs(n, [
+        '--source-time-zones',
+        'pya=+2,pyb=Europe/Athens',
+        '--ws-max-backpressure-bytes',
+        String(256 << 20),
+      ]),
+    );
+    const url = `ws://127.0.0.1:${serve.httpPort}/ws`;
+    wsJson = startPythonLines(['test/clients/ws_collect.py', url, 'json', 'live']);
+    wsFlat = startPythonLines(['test/clients/ws_collect.py', url, 'flatbuffers', 'live']);
+    expect(
+      await waitFor(() => subscribed(wsJson) > 0 && subscribed(wsFlat) > 0, 30_000),
+      `${wsJson.stderr()}${wsFlat.stderr()}`,
+    ).toBe(true);
+    const results = await Promise.all([
+      runSim([
+        '--file',
+        mt5File,
+        '--source',
+        'pya',
+        '--server-utc-offset',
+        '2',
+        '--port',
+        String(serve.ingressPort),
+      ]),
+      runSim([
+        '--file',
+        dukaFile,
+        '--source',
+        'pyb',
+        '--server-tz',
+        'Europe/Athens',
+        '--port',
+        String(serve.ingressPort),
+      ]),
+    ]);
+    for (const r of results) expect(r.code, r.output).toBe(0);
+    tsTicks = await tsJournalTicks(n.ticksTopic);
+  }, 180_000);
+
+  afterAll(async () => {
+    await wsJson?.stop();
+    await wsFlat?.stop();
+    expect(await serve?.stop()).toBe(0);
+    await removeNames([n]);
+  }, 60_000);
+
+  it('reads every tick from Kafka (read_committed): the same ticks as the TypeScript reader and as the input files', async () => {
+    const r = await runPython(
+      [
+        '-c',
+        `import json, sys
+from tickstream.journal import read_ticks
+for t in read_ticks(sys.argv[1], sys.argv[2]):
+    print(json.dumps(t.__dict__))`,
+        n.ticksTopic,
+        KAFKA_BROKERS,
+      ],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const py = jsonLines<PyTick>(r.stdout).sort(bySourceSeq);
+    expect(tsTicks.length).toBe(total);
+    expect(py.length).toBe(total);
+    expect(py).toEqual(tsTicks);
+    expectEqualToFile(
+      py.filter((t) => t.source === 'pya'),
+      mt5,
+      true,
+    );
+    expectEqualToFile(
+      py.filter((t) => t.source === 'pyb'),
+      duka,
+      false,
+    );
+    expect(new Set(py.filter((t) => t.source === 'pya').map((t) => t.symbol))).toEqual(new Set(['EURUSD']));
+  });
+
+  it('reads a range by source and seq, and the journal into a plain list with the example script', async () => {
+    const range = await runPython([
+      '-c',
+      `import json, sys
+from tickstream.journal import read_ticks
+print(json.dumps([t.seq for t in read_ticks(sys.argv[1], sys.argv[2], source="pyb", from_seq=1000, to_seq=1499)]))`,
+      n.ticksTopic,
+      KAFKA_BROKERS,
+    ]);
+    expect(range.code, range.stderr).toBe(0);
+    expect(JSON.parse(range.stdout)).toEqual(Array.from({ length: 500 }, (_, i) => 1000 + i));
+
+    const example = await runPython(['clients/python/examples/journal_to_list.py', n.ticksTopic], {
+      env: { TICKSTREAM_KAFKA_BROKERS: KAFKA_BROKERS },
+    });
+    expect(example.code, example.stderr).toBe(0);
+    expect(example.stdout).toContain(`${total} ticks`);
+    expect(example.stdout).toContain(`pya: ${mt5.length} ticks, seq 1..${mt5.length}`);
+    expect(example.stdout).toContain(`pyb: ${duka.length} ticks, seq 1..${duka.length}`);
+  });
+
+  it('reads the bars topic: the same bars as the TypeScript decoder', async () => {
+    const ts: Record<string, unknown>[] = [];
+    await readJournal({
+      brokers: KAFKA_BROKERS,
+      topic: n.barsTopic,
+      onMessages: (ms) => {
+        for (const m of ms) {
+          const bar = decodeBar(m.value);
+          ts.push({
+            source: bar.source,
+            symbol: bar.symbol,
+            start_ms: bar.startMs,
+            close: bar.close,
+            tick_count: bar.tickCount,
+            last_seq: bar.lastSeq,
+          });
+        }
+      },
+    });
+    const r = await runPython([
+      '-c',
+      `import json, sys
+from tickstream.journal import read_bars
+for b in read_bars(sys.argv[1], sys.argv[2]):
+    print(json.dumps({k: getattr(b, k) for k in ("source", "symbol", "start_ms", "close", "tick_count", "last_seq")}))`,
+      n.barsTopic,
+      KAFKA_BROKERS,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const key = (b: Record<string, unknown>) => `${b['source']}|${b['symbol']}|${b['start_ms']}`;
+    const sort = (a: Record<string, unknown>[]) => [...a].sort((x, y) => (key(x) < key(y) ? -1 : 1));
+    expect(ts.length).toBeGreaterThan(100);
+    expect(sort(jsonLines(r.stdout))).toEqual(sort(ts));
+  });
+
+  it('the websocket client (JSON and FlatBuffers) received every tick of the run, once, in seq order', async () => {
+    for (const client of [wsJson, wsFlat]) {
+      const done = () => wsTicks(client).filter((t) => t.kind === 'ticks').length >= total;
+      expect(await waitFor(done, 120_000), `${wsTicks(client).length} of ${total}\n${client.stderr()}`).toBe(
+        true,
+      );
+      const live = wsTicks(client)
+        .filter((t) => t.kind === 'ticks')
+        .map(({ kind: _k, type: _t, ...t }) => t as PyTick);
+      expect(live.length).toBe(total);
+      for (const source of ['pya', 'pyb']) {
+        const mine = live.filter((t) => t.source === source);
+        expect(mine.map((t) => t.seq)).toEqual(mine.map((_, i) => i + 1));
+      }
+      expect([...live].sort(bySourceSeq)).toEqual(tsTicks);
+      expect(connects(client).length).toBe(1);
+    }
+  });
+
+  it('the Redis helpers read every tick of each stream, the latest quote and the bars', async () => {
+    const expectedPairs = [
+      ['pya', 'EURUSD', mt5.length],
+      ['pyb', 'BTCUSD', duka.length],
+    ] as const;
+    const { Redis } = await import('ioredis');
+    const redis = new Redis(REDIS_URL);
+    try {
+      for (const [source, symbol, count] of expectedPairs) {
+        const key = `${n.redisPrefix}:ticks:${source}:${symbol}`;
+        expect(await waitFor(async () => (await redis.xlen(key)) >= count, 30_000)).toBe(true);
+      }
+    } finally {
+      await redis.quit();
+    }
+    const r = await runPython(
+      [
+        '-c',
+        `import json, sys
+import redis
+from tickstream import redis_streams as rs
+r = redis.Redis.from_url(sys.argv[1])
+prefix = sys.argv[2]
+pairs = rs.list_tick_streams(r, prefix)
+out = {"pairs": pairs, "ticks": [], "quotes": [], "bars": {}, "followed": 0}
+for source, symbol in pairs:
+    out["ticks"] += [t.__dict__ for t in rs.read_ticks(r, source, symbol, prefix)]
+    out["quotes"].append(rs.read_quote(r, source, symbol, prefix).__dict__)
+    out["bars"][source] = [b.__dict__ for b in rs.read_bars(r, source, symbol, prefix)]
+want = len(out["ticks"])
+for t in rs.follow_ticks(r, pairs, prefix, after={p: "0" for p in pairs}, block_ms=1000):
+    out["followed"] += 1
+    if out["followed"] == want:
+        break
+print(json.dumps(out))`,
+        REDIS_URL,
+        n.redisPrefix,
+      ],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as {
+      pairs: [string, string][];
+      ticks: PyTick[];
+      quotes: Omit<PyTick, 'volume' | 'volume_real'>[];
+      bars: Record<string, { start_ms: number; close: number; tick_count: number; last_seq: number }[]>;
+      followed: number;
+    };
+    expect(out.pairs).toEqual(expectedPairs.map(([s, y]) => [s, y]));
+    expect(out.ticks.sort(bySourceSeq)).toEqual(tsTicks);
+    expect(out.followed).toBe(total);
+    expect(out.quotes.length).toBe(2);
+    for (const q of out.quotes) {
+      const {
+        volume: _v,
+        volume_real: _vr,
+        ...last
+      } = tsTicks.filter((t) => t.source === q.source).at(-1) as PyTick;
+      expect(q).toEqual(last);
+    }
+    // Bars: the closed ones of the journal, the same minutes, closes and last seqs.
+    const kafkaBars = await runPython([
+      '-c',
+      `import json, sys
+from tickstream.journal import read_bars
+print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for b in read_bars(sys.argv[1], sys.argv[2])]))`,
+      n.barsTopic,
+      KAFKA_BROKERS,
+    ]);
+    const fromKafka = JSON.parse(kafkaBars.stdout) as [string, number, number, number, number][];
+    for (const source of ['pya', 'pyb']) {
+      const redisBars = (out.bars[source] ?? []).map((b) => [
+        source,
+        b.start_ms,
+        b.close,
+        b.tick_count,
+        b.last_seq,
+      ]);
+      expect(redisBars.length).toBeGreaterThan(10);
+      expect(redisBars).toEqual(fromKafka.filter((b) => b[0] === source).sort((x, y) => x[1] - y[1]));
+    }
+  });
+
+  it('the websocket client reconnects with backoff after its connection is cut and gets the ticks after it; with resume, a server without it answers and the client subscribes live', async () => {
+    const proxy = await cuttableProxy(serve.httpPort);
+    const client = startPythonLines([
+      'test/clients/ws_collect.py',
+      `ws://127.0.0.1:${proxy.port}/ws`,
+      'json',
+      'resume',
+    ]);
+    const sim = async (source: string, seed: string) => {
+      const r = await runSim([
+        '--synthetic',
+        '--symbols',
+        '3',
+        '--rate',
+        '5000',
+        '--duration',
+        '1',
+        '--seed',
+        seed,
+        '--speed',
+        'max',
+        '--source',
+        source,
+        '--port',
+        String(serve.ingressPort),
+      ]);
+      expect(r.code, r.output).toBe(0);
+      return captured(r.output);
+    };
+    const of = (source: string) => wsTicks(client).filter((t) => t.source === source);
+    try {
+      expect(await waitFor(() => subscribed(client) === 1, 30_000), client.stderr()).toBe(true);
+      const before = await sim('pyr1', '11');
+      expect(await waitFor(() => of('pyr1').length >= before, 60_000)).toBe(true);
+
+      proxy.cut(); // the connection is cut, and reconnects are refused while the gap run goes
+      expect(await waitFor(() => client.lines.some((l) => l['type'] === 'disconnected'), 30_000)).toBe(true);
+      const gap = await sim('pyr2', '12');
+      proxy.up();
+      expect(await waitFor(() => connects(client).length >= 2, 30_000), client.stderr()).toBe(true);
+      const second = connects(client).at(-1) as Record<string, unknown>;
+      expect(second['resumed']).toBe(true); // it asked to resume after what it had seen
+      // The server's answer to the resume: `resume_refused` (then a plain subscribe) or its own.
+      const answers = () =>
+        client.lines.slice(client.lines.lastIndexOf(second) + 1).filter((l) => l['type'] !== 'tick');
+      expect(await waitFor(() => answers().length > 0, 30_000), client.stderr()).toBe(true);
+      const refused = answers()[0]?.['type'] === 'resume_refused';
+      if (refused) expect(await waitFor(() => subscribed(client) === 2, 30_000)).toBe(true);
+      const after = await sim('pyr3', '13');
+      expect(await waitFor(() => of('pyr3').length >= after, 60_000), client.stderr()).toBe(true);
+
+      // Every delay waited was within the configured backoff (0.2 s doubling to 1 s, jittered).
+      const delays = client.lines
+        .filter((l) => l['type'] === 'disconnected')
+        .map((l) => l['retry_in_s'] as number);
+      expect(delays.every((d) => d >= 0.1 && d <= 1)).toBe(true);
+      for (const [source, count] of [
+        ['pyr1', before],
+        ['pyr3', after],
+      ] as const) {
+        expect(of(source).filter((t) => t.kind === 'ticks').length, source).toBe(count);
+      }
+      // No tick twice, ever, per source: deduplication drops the snapshots of pairs it has seen.
+      for (const source of ['pyr1', 'pyr2', 'pyr3']) {
+        const seqs = of(source).map((t) => t.seq);
+        expect(new Set(seqs).size, source).toBe(seqs.length);
+      }
+      if (refused) {
+        // Live only: of the gap, at most the newest tick per symbol arrives (as a snapshot).
+        expect(of('pyr2').length).toBeLessThanOrEqual(3);
+      } else {
+        // The server resumed from the journal: the gap run arrives whole.
+        expect(await waitFor(() => of('pyr2').length >= gap, 60_000)).toBe(true);
+      }
+    } finally {
+      await client.stop();
+      await proxy.close();
+    }
+  });
+});
+
+describe('the Python websocket client: tokens, and a slow consumer conflated', () => {
+  const n = isolatedNames('pytok');
+  let serve: ServeProcess;
+
+  beforeAll(async () => {
+    // A 64 KiB backpressure limit: a client that stops reading is conflated soon.
+    serve = await startServe(
+      serveArgs(n, [
+        '--ws-tokens',
+        'tok-a',
+        '--redis-enabled',
+        'false',
+        '--ws-max-backpressure-bytes',
+        '65536',
+      ]),
+    );
+  });
+
+  afterAll(async () => {
+    expect(await serve?.stop()).toBe(0);
+    await removeNames([n]);
+  }, 60_000);
+
+  it('a wrong token raises AuthError at once (no retry loop); the right one subscribes', async () => {
+    const r = await runPython(
+      [
+        '-c',
+        `import asyncio, sys
+from tickstream.ws import AuthError, TickClient
+
+async def main(url):
+    try:
+        async for m in TickClient(url, ["*"], token="wrong").messages():
+            print("unexpected", m["type"])
+            return
+    except AuthError as err:
+        print("refused:", err)
+    good = TickClient(url, ["*"], token="tok-a")
+    async for m in good.messages():
+        if m["type"] == "subscribed":
+            print("subscribed", m["channels"])
+            await good.close()
+
+asyncio.run(main(sys.argv[1]))`,
+        `ws://127.0.0.1:${serve.httpPort}/ws`,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(
+      "refused: the server refused the token (401): pass a token from serve's --ws-tokens\nsubscribed ['*']\n",
+    );
+  });
+
+  it('a consumer too slow to keep up gets conflated ticks messages: every tick is delivered or counted in one skipped, in seq order per symbol', async () => {
+    const consumer = startPythonLines([
+      '-c',
+      `import asyncio, json, sys
+from tickstream.ws import TickClient
+
+async def main(url):
+    loop = asyncio.get_running_loop()
+    total = loop.run_in_executor(None, sys.stdin.readline)  # the run's tick count, once it ended
+    client = TickClient(url, ["*"], token="tok-a", max_queue=1)
+    delivered = skipped = conflated = 0
+    last = {}
+    ordered = True
+    async for m in client.messages():
+        if m["type"] == "subscribed":
+            print(json.dumps({"type": "subscribed"}), flush=True)
+        if m["type"] != "ticks":
+            continue
+        for t in m["ticks"]:
+            ordered = ordered and t.seq > last.get(t.symbol, 0)
+            last[t.symbol] = t.seq
+        delivered += len(m["ticks"])
+        skipped += m.get("skipped", 0)
+        conflated += bool(m.get("conflated"))
+        if not total.done():
+            await asyncio.sleep(0.5)  # slow while the run goes
+            continue
+        print(json.dumps({"type": "state", "delivered": delivered, "skipped": skipped,
+                          "conflated": conflated, "ordered": ordered}), flush=True)
+        if delivered + skipped >= int(total.result()):
+            await client.close()
+
+asyncio.run(main(sys.argv[1]))`,
+      `ws://127.0.0.1:${serve.httpPort}/ws`,
+    ]);
+    try {
+      expect(
+        await waitFor(() => consumer.lines.some((l) => l['type'] === 'subscribed'), 30_000),
+        consumer.stderr(),
+      ).toBe(true);
+      const sim = await runSim([
+        '--synthetic',
+        '--symbols',
+        '2',
+        '--rate',
+        '100000',
+        '--duration',
+        '2',
+        '--speed',
+        'max',
+        '--source',
+        'slowpy',
+        '--port',
+        String(serve.ingressPort),
+      ]);
+      expect(sim.code, sim.output).toBe(0);
+      const total = captured(sim.output);
+      consumer.child.stdin?.write(`${total}\n`);
+      const state = () => consumer.lines.filter((l) => l['type'] === 'state').at(-1) ?? {};
+      const sum = () => Number(state()['delivered'] ?? 0) + Number(state()['skipped'] ?? 0);
+      expect(
+        await waitFor(() => sum() >= total, 90_000),
+        `${JSON.stringify(state())} of ${total}\n${consumer.stderr()}`,
+      ).toBe(true);
+      expect(sum()).toBe(total);
+      expect(state()['ordered']).toBe(true);
+      expect(Number(state()['conflated'])).toBeGreaterThan(0);
+      expect(Number(state()['skipped'])).toBeGreaterThan(0);
+    } finally {
+      await consumer.stop();
+    }
+  }, 180_000);
+});
