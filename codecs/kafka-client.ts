@@ -1,6 +1,6 @@
 /**
  * The one place where tickstream's Kafka connection settings become librdkafka properties:
- * the journal producer, the readers (resume state, `verify`, `replay`), the loader's consumer
+ * the journal producer, the sources log, the readers (`verify`, `replay`), the loader's consumer
  * and the admin clients all start from `kafkaClientProps`, so TLS and SASL apply to every
  * client the same way.
  *
