@@ -8,7 +8,7 @@
 import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import { SIM_COMMAND, simMain } from '../bridge/sim.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
-import { configKeys, loadConfig } from './config.js';
+import { configKeys, loadConfig, SECRET_KEYS } from './config.js';
 import { DEMO_COMMAND, demoMain } from './demo.js';
 import { EXPORT_COMMAND, exportMain } from './export.js';
 import { LOADER_COMMAND, loaderMain } from './loader-main.js';
@@ -138,6 +138,7 @@ const commands: Record<string, Command> = {
       const shown = {
         ...config,
         sourceSecrets: Object.fromEntries(Object.keys(config.sourceSecrets).map((k) => [k, '***'])),
+        ...Object.fromEntries(SECRET_KEYS.map((k) => [k, config[k] ? '***' : ''])),
       };
       out(JSON.stringify(shown, null, 2));
       return 0;

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import type { KafkaSecurity } from '../codecs/kafka-client.js';
 import { createServerClock } from '../codecs/server-clock.js';
 import { MERGED_SOURCE } from '../sinks/postgres/history.js';
 
@@ -148,6 +149,29 @@ export const configShape = {
     .default(1_000_000)
     .describe('Ticks accepted but not yet committed to Kafka; at the limit credit stops (TCP backpressure)'),
   kafkaBrokers: z.string().default('127.0.0.1:9092').describe('Kafka bootstrap servers'),
+  kafkaSecurityProtocol: z
+    .enum(['plaintext', 'ssl', 'sasl_plaintext', 'sasl_ssl'])
+    .default('plaintext')
+    .describe('How every Kafka client of tickstream connects: TLS (`ssl`), SASL, or both (`sasl_ssl`)'),
+  kafkaSaslMechanism: z
+    .enum(['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'])
+    .default('SCRAM-SHA-512')
+    .describe('SASL mechanism (with `sasl_plaintext` / `sasl_ssl`)'),
+  kafkaSaslUsername: z.string().default('').describe('SASL user name'),
+  kafkaSaslPassword: z
+    .string()
+    .default('')
+    .describe('SASL password (never printed: `config` and the logs show `***`)'),
+  kafkaSslCaLocation: z
+    .string()
+    .default('')
+    .describe("PEM file of the CA that signed the brokers' certificates (empty: the system's CAs)"),
+  kafkaSslCertificateLocation: z
+    .string()
+    .default('')
+    .describe('PEM client certificate, for brokers that require mutual TLS'),
+  kafkaSslKeyLocation: z.string().default('').describe('PEM private key of the client certificate'),
+  kafkaSslKeyPassword: z.string().default('').describe('Password of an encrypted client key (never printed)'),
   ticksTopic: z.string().default('mt5.ticks').describe('Journal topic for tick records'),
   barsTopic: z.string().default('mt5.bars.1m').describe('Topic for closed 1-minute bars'),
   sourcesTopic: z
@@ -155,6 +179,14 @@ export const configShape = {
     .default('mt5.sources')
     .describe("Compacted topic with each source's resume state and claims (one partition)"),
   topicPartitions: positive.default(6).describe('Partitions for new tick/bar topics'),
+  topicReplicationFactor: positive
+    .default(1)
+    .describe('Replicas of each new journal topic (3 on the three-broker cluster; at most the broker count)'),
+  topicMinInsyncReplicas: positive
+    .default(1)
+    .describe(
+      '`min.insync.replicas` of new journal topics: a commit waits for this many replicas (2 with replication 3: one broker may fail)',
+    ),
   topicRetentionHours: positive.default(24 * 7).describe('Retention of tick/bar topics'),
   transactionIntervalMs: positive
     .default(20)
@@ -355,8 +387,40 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     });
     throw new TickstreamError(ErrorCode.CONFIG, `invalid configuration:\n  ${problems.join('\n  ')}`);
   }
-  return Object.freeze(result.data);
+  const c = result.data;
+  const problems: string[] = [];
+  if (c.kafkaSecurityProtocol.startsWith('sasl_') && !c.kafkaSaslUsername) {
+    problems.push(
+      `kafkaSaslUsername (--kafka-sasl-username, TICKSTREAM_KAFKA_SASL_USERNAME): required with kafkaSecurityProtocol ${c.kafkaSecurityProtocol}`,
+    );
+  }
+  if (c.topicMinInsyncReplicas > c.topicReplicationFactor) {
+    problems.push(
+      `topicMinInsyncReplicas (--topic-min-insync-replicas): ${c.topicMinInsyncReplicas} is more than topicReplicationFactor ${c.topicReplicationFactor}: no commit could ever succeed`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new TickstreamError(ErrorCode.CONFIG, `invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  return Object.freeze(c);
 }
+
+/** The Kafka TLS/SASL settings of every client (sinks/kafka/client-config.ts maps them). */
+export function kafkaSecurityOf(config: Config): KafkaSecurity {
+  return {
+    protocol: config.kafkaSecurityProtocol,
+    saslMechanism: config.kafkaSaslMechanism,
+    saslUsername: config.kafkaSaslUsername,
+    saslPassword: config.kafkaSaslPassword,
+    sslCaLocation: config.kafkaSslCaLocation,
+    sslCertificateLocation: config.kafkaSslCertificateLocation,
+    sslKeyLocation: config.kafkaSslKeyLocation,
+    sslKeyPassword: config.kafkaSslKeyPassword,
+  };
+}
+
+/** Keys whose values are secrets: `config` prints them as `***`, the logs redact them. */
+export const SECRET_KEYS = ['kafkaSaslPassword', 'kafkaSslKeyPassword'] as const;
 
 /** Rows for the README: key, env var, flag, default, meaning. */
 export function configKeys(): {

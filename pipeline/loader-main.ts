@@ -18,10 +18,16 @@ import pg from 'pg';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import {
+  connectKafka,
+  describeKafka,
+  isKafkaSecurityFailure,
+  kafkaClientProps,
+} from '../codecs/kafka-client.js';
 import { redactUrl } from '../codecs/redact.js';
 import { type ResetTo, resetOffsets } from '../sinks/postgres/log-binding.js';
 import { migrate } from '../sinks/postgres/migrate.js';
-import { type Config, configKeys, loadConfig } from './config.js';
+import { type Config, configKeys, kafkaSecurityOf, loadConfig } from './config.js';
 import { crashPointFromEnv } from './faults.js';
 import { createLogger } from './logger.js';
 import { createLoader } from './serve.js';
@@ -119,6 +125,11 @@ async function runLoader(config: Config): Promise<number> {
       started = true;
       break;
     } catch (err) {
+      // Wrong Kafka credentials or TLS trust do not heal by waiting: say so and exit.
+      if (isKafkaSecurityFailure(err)) {
+        await new Promise((resolve) => http.close(resolve));
+        throw err;
+      }
       logger.warn(
         { err: (err as Error).message, retryInMs: delayMs },
         'postgres loader could not start (is Postgres up? --postgres-url); retrying',
@@ -140,21 +151,24 @@ async function runLoader(config: Config): Promise<number> {
 }
 
 async function runReset(config: Config, to: ResetTo): Promise<number> {
+  const security = kafkaSecurityOf(config);
   const consumer = new RdKafka.KafkaConsumer(
-    { 'metadata.broker.list': config.kafkaBrokers, 'group.id': `tickstream-reset-${randomUUID()}` },
+    {
+      ...kafkaClientProps(config.kafkaBrokers, security),
+      'group.id': `tickstream-reset-${randomUUID()}`,
+    },
     {},
   );
-  await new Promise<void>((resolve, reject) =>
-    consumer.connect({ timeout: 10_000 }, (err) =>
-      err
-        ? reject(
-            new TickstreamError(
-              ErrorCode.KAFKA,
-              `cannot reach Kafka at ${config.kafkaBrokers} (${err.message})`,
-            ),
-          )
-        : resolve(),
-    ),
+  await connectKafka(
+    consumer,
+    config.kafkaBrokers,
+    security,
+    10_000,
+    (err) =>
+      new TickstreamError(
+        ErrorCode.KAFKA,
+        `cannot reach Kafka at ${describeKafka(config.kafkaBrokers, security)} (${err.message})`,
+      ),
   );
   const admin = RdKafka.AdminClient.createFrom(consumer);
   const db = new pg.Client({ connectionString: config.postgresUrl });

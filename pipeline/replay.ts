@@ -32,7 +32,7 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
 import type { TickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
-import { configKeys, loadConfig } from './config.js';
+import { configKeys, kafkaSecurityOf, loadConfig } from './config.js';
 import { Pacer } from './pace.js';
 import {
   type Format,
@@ -392,6 +392,7 @@ export async function replayMain(argv: string[]): Promise<number> {
   try {
     await readJournal({
       brokers: config.kafkaBrokers,
+      security: kafkaSecurityOf(config),
       topic: config.ticksTopic,
       ...(target.endOffsets ? { endOffsets: target.endOffsets } : {}),
       onPartitions: (partitions) => {

@@ -16,7 +16,7 @@ import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
-import type { Config } from './config.js';
+import { type Config, kafkaSecurityOf } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
 import { HISTORY_PATHS, historyRoutes } from './history-api.js';
 import { Ingest, type LiveSink } from './ingest.js';
@@ -75,6 +75,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   const transactionalId = `tickstream-${config.instanceId}`;
   const sourceLog = new SourceLog({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
     sourcesTopic: config.sourcesTopic,
     stallTimeoutMs: SOURCES_STALL_MS,
   });
@@ -86,6 +87,9 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   });
   const journal = new KafkaJournal({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
+    replicationFactor: config.topicReplicationFactor,
+    minInsyncReplicas: config.topicMinInsyncReplicas,
     transactionalId,
     ticksTopic: config.ticksTopic,
     barsTopic: config.barsTopic,
@@ -146,7 +150,12 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     maxChannelsPerClient: config.wsMaxChannelsPerClient,
     snapshotsPerTurn: config.wsSnapshotsPerTurn,
     journal: {
-      open: () => openRangeCursor({ brokers: config.kafkaBrokers, topic: config.ticksTopic }),
+      open: () =>
+        openRangeCursor({
+          brokers: config.kafkaBrokers,
+          security: kafkaSecurityOf(config),
+          topic: config.ticksTopic,
+        }),
       pacer: (speed) => new Pacer(speed),
       maxSessions: config.wsMaxJournalSessions,
       maxReplaysPerClient: config.wsMaxReplaysPerClient,
@@ -331,6 +340,7 @@ export function createLoader(
 ): PostgresLoader {
   return new PostgresLoader({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
     groupId: config.loaderGroupId,
     instanceId: config.instanceId,
     ticksTopic: config.ticksTopic,

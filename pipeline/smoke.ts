@@ -5,14 +5,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { KafkaJS } from '@confluentinc/kafka-javascript';
+import RdKafka, { KafkaJS } from '@confluentinc/kafka-javascript';
 import uws from '@trufflesuite/uws-js-unofficial';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
+import { connectKafka, describeKafka, type KafkaSecurity, kafkaClientProps } from '../codecs/kafka-client.js';
 import { redactUrl } from '../codecs/redact.js';
-import type { Config } from './config.js';
+import { type Config, kafkaSecurityOf } from './config.js';
 
 export interface SmokeStep {
   part: 'kafka' | 'redis' | 'postgres' | 'websocket';
@@ -32,17 +33,46 @@ async function step(part: SmokeStep['part'], fn: () => Promise<string>): Promise
   }
 }
 
-export async function kafkaRoundTrip(brokers: string, n: number): Promise<string> {
+/**
+ * The KafkaJS-style clients only time out on a refused password or an untrusted certificate:
+ * one plain client connects first, and says which of them is wrong (connectKafka).
+ */
+async function checkCredentials(brokers: string, security: KafkaSecurity): Promise<void> {
+  const probe = new RdKafka.Producer(kafkaClientProps(brokers, security) as RdKafka.ProducerGlobalConfig);
+  await connectKafka(
+    probe,
+    brokers,
+    security,
+    10_000,
+    (err) =>
+      new TickstreamError(
+        ErrorCode.KAFKA,
+        `cannot reach Kafka at ${describeKafka(brokers, security)} (${err.message}). Start it with 'npm run infra:up'.`,
+      ),
+  );
+  await new Promise((resolve) => probe.disconnect(resolve));
+}
+
+export async function kafkaRoundTrip(brokers: string, n: number, security?: KafkaSecurity): Promise<string> {
   const id = randomUUID().slice(0, 8);
   const topic = `tickstream.smoke.${id}`;
+  if (security && security.protocol !== 'plaintext') await checkCredentials(brokers, security);
+  // The KafkaJS-style API takes the brokers and its own logging; the TLS/SASL properties are
+  // the same as every other client's.
+  const secured = Object.fromEntries(
+    Object.entries(kafkaClientProps(brokers, security)).filter(
+      ([k]) => k !== 'metadata.broker.list' && k !== 'event_cb',
+    ),
+  );
   const kafka = new KafkaJS.Kafka({
+    ...secured,
     kafkaJS: { brokers: brokers.split(','), logLevel: KafkaJS.logLevel.NOTHING },
   });
   const admin = kafka.admin();
   await admin.connect().catch((err: Error) => {
     throw new TickstreamError(
       ErrorCode.KAFKA,
-      `cannot reach Kafka at ${brokers} (${err.message}). Start it with 'npm run infra:up'.`,
+      `cannot reach Kafka at ${describeKafka(brokers, security)} (${err.message}). Start it with 'npm run infra:up'.`,
     );
   });
   try {
@@ -190,7 +220,7 @@ export async function websocketRoundTrip(n: number): Promise<string> {
 
 export async function runSmoke(config: Config, n = 1000): Promise<SmokeStep[]> {
   return [
-    await step('kafka', () => kafkaRoundTrip(config.kafkaBrokers, n)),
+    await step('kafka', () => kafkaRoundTrip(config.kafkaBrokers, n, kafkaSecurityOf(config))),
     await step('redis', () => redisRoundTrip(config.redisUrl, n)),
     await step('postgres', () => postgresRoundTrip(config.postgresUrl, n)),
     await step('websocket', () => websocketRoundTrip(n)),

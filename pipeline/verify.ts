@@ -20,7 +20,7 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord } from '../codecs/flat-record.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import { quoteIdent } from '../sinks/postgres/migrate.js';
-import { type Config, configKeys, loadConfig } from './config.js';
+import { type Config, configKeys, kafkaSecurityOf, loadConfig } from './config.js';
 import { SeqRanges } from './seq-ranges.js';
 
 export interface SourceReport {
@@ -62,6 +62,7 @@ export async function readJournalSeqs(
   const logStart = new Map<number, number>();
   await readJournal({
     brokers: config.kafkaBrokers,
+    security: kafkaSecurityOf(config),
     topic: config.ticksTopic,
     onPartitions: (partitions) => {
       for (const p of partitions) logStart.set(p.partition, p.low);

@@ -36,6 +36,13 @@ import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+import {
+  connectKafka,
+  describeKafka,
+  forwardKafkaLogs,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 import { claimKey, type FenceItem, type SourceClaim } from './source-log.js';
 
 export interface JournalRecord {
@@ -82,6 +89,8 @@ export interface TransactionFence {
 
 export interface JournalOptions {
   brokers: string;
+  /** TLS/SASL of every connection (client-config.ts); undefined: plaintext. */
+  security?: KafkaSecurity;
   transactionalId: string;
   ticksTopic: string;
   barsTopic: string;
@@ -89,6 +98,9 @@ export interface JournalOptions {
   /** Topic of the merged feeds (one partition); only when feed groups are configured. */
   mergedTopic?: string;
   partitions: number;
+  /** Replicas and min.insync.replicas of the topics ensureTopics creates (default 1 and 1). */
+  replicationFactor?: number;
+  minInsyncReplicas?: number;
   retentionMs: number;
   transactionIntervalMs: number;
   maxTransactionRecords: number;
@@ -157,7 +169,7 @@ export class KafkaJournal {
   constructor(options: JournalOptions) {
     this.#o = options;
     const config: Record<string, string | number | boolean> = {
-      'metadata.broker.list': options.brokers,
+      ...kafkaClientProps(options.brokers, options.security),
       'transactional.id': options.transactionalId,
       'transaction.timeout.ms': TXN_TIMEOUT_MS,
       'enable.idempotence': true,
@@ -266,6 +278,7 @@ export class KafkaJournal {
   /** A producer; with fencing, its delivery reports settle the offsets #produceSources waits for. */
   #newProducer(): RdKafka.Producer {
     const producer = new RdKafka.Producer(this.#config);
+    forwardKafkaLogs(producer, this.#o.security, (at, message) => this.#o.logger.warn(at, message));
     if (this.#o.fence)
       producer.on('delivery-report', (err, report) => {
         const waiter = this.#deliveries.get(report.opaque);
@@ -277,22 +290,20 @@ export class KafkaJournal {
     return producer;
   }
 
-  #connect(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#producer.once('ready', () => {
-        if (this.#o.fence) this.#producer.setPollInBackground(true);
-        resolve();
-      });
-      this.#producer.once('connection.failure', (err) =>
-        reject(
-          new TickstreamError(
-            ErrorCode.KAFKA,
-            `cannot reach Kafka at ${this.#o.brokers} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
-          ),
+  async #connect(): Promise<void> {
+    await connectKafka(
+      this.#producer,
+      this.#o.brokers,
+      this.#o.security,
+      CALL_TIMEOUT_MS,
+      (err) =>
+        new TickstreamError(
+          ErrorCode.KAFKA,
+          `cannot reach Kafka at ${describeKafka(this.#o.brokers, this.#o.security)} (${err.message}). Start it with 'npm run infra:up' or fix kafkaBrokers.`,
         ),
-      );
-      this.#producer.connect({ timeout: CALL_TIMEOUT_MS });
-    });
+    );
+    // With fencing, delivery reports (of the sources records) are polled without a caller.
+    if (this.#o.fence) this.#producer.setPollInBackground(true);
   }
 
   /**
@@ -683,18 +694,36 @@ function disconnect(producer: RdKafka.Producer): Promise<void> {
   });
 }
 
-/** Creates the journal topics when missing: ticks and bars with retention, sources compacted. */
+/**
+ * Creates the journal topics when missing: ticks and bars with retention, sources compacted,
+ * each with `replicationFactor` replicas and `min.insync.replicas` (a commit waits for them).
+ * Topics that exist are left as they are.
+ */
 export async function ensureTopics(
   o: Pick<
     JournalOptions,
-    'brokers' | 'ticksTopic' | 'barsTopic' | 'sourcesTopic' | 'partitions' | 'retentionMs' | 'mergedTopic'
+    | 'brokers'
+    | 'security'
+    | 'ticksTopic'
+    | 'barsTopic'
+    | 'sourcesTopic'
+    | 'partitions'
+    | 'retentionMs'
+    | 'replicationFactor'
+    | 'minInsyncReplicas'
+    | 'mergedTopic'
   >,
 ): Promise<void> {
-  const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': o.brokers });
-  const create = (topic: string, partitions: number, config: Record<string, string>) =>
+  const admin = RdKafka.AdminClient.create(kafkaClientProps(o.brokers, o.security) as RdKafka.GlobalConfig);
+  const create = (topic: string, partitions: number, topicConfig: Record<string, string>) =>
     new Promise<void>((resolve, reject) =>
       admin.createTopic(
-        { topic, num_partitions: partitions, replication_factor: 1, config },
+        {
+          topic,
+          num_partitions: partitions,
+          replication_factor: o.replicationFactor ?? 1,
+          config: { ...topicConfig, 'min.insync.replicas': String(o.minInsyncReplicas ?? 1) },
+        },
         CALL_TIMEOUT_MS,
         (err) => {
           if (!err || err.code === RdKafka.CODES.ERRORS.ERR_TOPIC_ALREADY_EXISTS) resolve();

@@ -15,6 +15,12 @@ import { promisify } from 'node:util';
 import RdKafka from '@confluentinc/kafka-javascript';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import { RecordHeader } from '../../codecs/flat-record.js';
+import {
+  connectKafka,
+  describeKafka,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 
 export interface RangeRecord {
   /** The record key: the source. */
@@ -43,13 +49,14 @@ const header = (m: RdKafka.Message, name: string): number => {
 
 export async function openRangeCursor(options: {
   brokers: string;
+  security?: KafkaSecurity;
   topic: string;
   /** Records per `next()` at most. */
   maxRecords?: number;
 }): Promise<RangeCursor> {
   const consumer: Consumer = new RdKafka.KafkaConsumer(
     {
-      'metadata.broker.list': options.brokers,
+      ...kafkaClientProps(options.brokers, options.security),
       'group.id': `tickstream-ws-session-${randomUUID()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',
@@ -60,13 +67,16 @@ export async function openRangeCursor(options: {
     { 'auto.offset.reset': 'earliest' },
   );
   consumer.setDefaultConsumeTimeout(200);
-  await promisify<object, unknown>(consumer.connect.bind(consumer))({ timeout: 10_000 }).catch(
-    (err: Error) => {
-      throw new TickstreamError(
+  await connectKafka(
+    consumer,
+    options.brokers,
+    options.security,
+    10_000,
+    (err) =>
+      new TickstreamError(
         ErrorCode.KAFKA,
-        `cannot reach Kafka at ${options.brokers} to read the journal (${err.message}): is the broker up?`,
-      );
-    },
+        `cannot reach Kafka at ${describeKafka(options.brokers, options.security)} to read the journal (${err.message}): is the broker up?`,
+      ),
   );
   let closed = false;
   const close = async () => {

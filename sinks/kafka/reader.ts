@@ -19,6 +19,12 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import RdKafka from '@confluentinc/kafka-javascript';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+import {
+  connectKafka,
+  describeKafka,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 
 export interface JournalMessage {
   partition: number;
@@ -31,6 +37,8 @@ export interface JournalMessage {
 
 export interface ReadJournalOptions {
   brokers: string;
+  /** TLS/SASL of the connection (client-config.ts); undefined: plaintext. */
+  security?: KafkaSecurity;
   topic: string;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
@@ -54,7 +62,7 @@ type Consumer = InstanceType<typeof RdKafka.KafkaConsumer>;
 export async function readJournal(options: ReadJournalOptions): Promise<{ messages: number }> {
   const consumer: Consumer = new RdKafka.KafkaConsumer(
     {
-      'metadata.broker.list': options.brokers,
+      ...kafkaClientProps(options.brokers, options.security),
       'group.id': `tickstream-reader-${randomUUID()}`,
       'enable.auto.commit': false,
       'isolation.level': 'read_committed',
@@ -63,13 +71,17 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
     },
     { 'auto.offset.reset': 'earliest' },
   );
-  const connect = promisify<object, unknown>(consumer.connect.bind(consumer));
-  await connect({ timeout: 10_000 }).catch((err: Error) => {
-    throw new TickstreamError(
-      ErrorCode.KAFKA,
-      `cannot reach Kafka at ${options.brokers} (${err.message}). Is the broker up? (npm run infra:up)`,
-    );
-  });
+  await connectKafka(
+    consumer,
+    options.brokers,
+    options.security,
+    10_000,
+    (err) =>
+      new TickstreamError(
+        ErrorCode.KAFKA,
+        `cannot reach Kafka at ${describeKafka(options.brokers, options.security)} (${err.message}). Is the broker up? (npm run infra:up)`,
+      ),
+  );
   try {
     const metadata = await promisify<object, RdKafka.Metadata>(consumer.getMetadata.bind(consumer))({
       topic: options.topic,

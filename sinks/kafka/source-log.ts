@@ -18,6 +18,12 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import RdKafka from '@confluentinc/kafka-javascript';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+import {
+  connectKafka,
+  describeKafka,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 import type { SourceState } from './journal.js';
 
 /** A claim: bridge `owner` serves `source` from `epoch` on. */
@@ -64,6 +70,8 @@ const CALL_TIMEOUT_MS = 10_000;
 
 export interface SourceLogOptions {
   brokers: string;
+  /** TLS/SASL of the consumer (codecs/kafka-client.ts); undefined: plaintext. */
+  security?: KafkaSecurity;
   sourcesTopic: string;
   /** Give up a read that makes no progress for this long (a transaction holds the LSO). */
   stallTimeoutMs: number;
@@ -85,7 +93,7 @@ export class SourceLog {
     this.#o = options;
     this.#consumer = new RdKafka.KafkaConsumer(
       {
-        'metadata.broker.list': options.brokers,
+        ...kafkaClientProps(options.brokers, options.security),
         'group.id': `tickstream-sources-${randomUUID()}`,
         'enable.auto.commit': false,
         'isolation.level': 'read_committed',
@@ -101,14 +109,17 @@ export class SourceLog {
 
   /** Connects, and reads the whole partition (every source's state and claim). */
   async start(): Promise<void> {
-    await promisify<object, unknown>(this.#consumer.connect.bind(this.#consumer))({
-      timeout: CALL_TIMEOUT_MS,
-    }).catch((err: Error) => {
-      throw new TickstreamError(
-        ErrorCode.KAFKA,
-        `cannot reach Kafka at ${this.#o.brokers} (${err.message}). Is the broker up? (npm run infra:up)`,
-      );
-    });
+    await connectKafka(
+      this.#consumer,
+      this.#o.brokers,
+      this.#o.security,
+      CALL_TIMEOUT_MS,
+      (err) =>
+        new TickstreamError(
+          ErrorCode.KAFKA,
+          `cannot reach Kafka at ${describeKafka(this.#o.brokers, this.#o.security)} (${err.message}). Is the broker up? (npm run infra:up)`,
+        ),
+    );
     // A topic journal.start() has just created may not be known to this client yet.
     let low = -1;
     for (const until = Date.now() + CALL_TIMEOUT_MS; low < 0; ) {

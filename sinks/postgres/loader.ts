@@ -30,6 +30,12 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
 import { decodeBar, TickRecordEncoder } from '../../codecs/flat-record.js';
+import {
+  connectKafka,
+  forwardKafkaLogs,
+  type KafkaSecurity,
+  kafkaClientProps,
+} from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
 import { allocTickBatch } from '../../codecs/tick-batch.js';
 import { DAY_MS, type LoadPlan, type Parked, planTicks } from './load-plan.js';
@@ -38,6 +44,8 @@ import { migrate, quoteIdent } from './migrate.js';
 
 export interface LoaderOptions {
   brokers: string;
+  /** TLS/SASL of the consumer (codecs/kafka-client.ts); undefined: plaintext. */
+  security?: KafkaSecurity;
   groupId: string;
   /**
    * Static group membership (`group.instance.id`): a loader restarted under the same id takes
@@ -158,7 +166,7 @@ export class PostgresLoader {
     this.#pool.on('error', (err) => this.#clientError(err));
     this.#consumer = new RdKafka.KafkaConsumer(
       {
-        'metadata.broker.list': options.brokers,
+        ...kafkaClientProps(options.brokers, options.security),
         'group.id': options.groupId,
         'group.instance.id': `${options.groupId}-${options.instanceId}`,
         'session.timeout.ms': 10_000,
@@ -177,6 +185,7 @@ export class PostgresLoader {
       // (`error` would also fire for every fresh assignment, before the seek to the stored offset.)
       { 'auto.offset.reset': 'earliest' },
     );
+    forwardKafkaLogs(this.#consumer, options.security, (at, message) => options.logger.warn(at, message));
     const registers = [options.registry];
     this.#m = {
       rows: new Counter({
@@ -262,9 +271,7 @@ export class PostgresLoader {
       client.off('error', onError);
       client.release();
     }
-    await new Promise<void>((resolve, reject) =>
-      this.#consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())),
-    );
+    await connectKafka(this.#consumer, this.#o.brokers, this.#o.security, 10_000, (err) => err);
     this.#admin = RdKafka.AdminClient.createFrom(this.#consumer);
     this.#consumer.subscribe([
       this.#o.ticksTopic,

@@ -2,7 +2,7 @@
 // and directories, started and stopped by this test only (by pid or pid file), never the
 // machine's shared servers.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -134,6 +134,151 @@ export function ownPostgres(port: number): Instance & { init(): Promise<void> } 
     },
     destroy: async () => {
       await pgCtl(['-m', 'immediate', 'stop']).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface SecureKafka {
+  /** The SASL_SSL listener clients use. */
+  brokers: string;
+  /** The plaintext listener the broker uses for itself (tests' own admin clients may use it). */
+  internal: string;
+  /** PEM of the CA made for this broker (kafkaSslCaLocation). */
+  caFile: string;
+  users: { scram: { name: string; password: string }; plain: { name: string; password: string } };
+  destroy(): Promise<void>;
+}
+
+/**
+ * A KRaft broker with a SASL_SSL listener (SCRAM-SHA-512 and PLAIN) from the project's jars: a
+ * CA and a broker certificate for 127.0.0.1 made now with openssl, the SCRAM user created when
+ * the log dir is formatted (`--add-scram`), the PLAIN user in the listener's JAAS config. The
+ * broker talks to itself over a plaintext listener. Stopped by its pid.
+ */
+export async function ownSecureKafka(
+  port: number,
+  internalPort: number,
+  controllerPort: number,
+): Promise<SecureKafka> {
+  const dir = mkdtempSync(join(tmpdir(), 'ts-kafka-sasl-'));
+  const libs = `${repoRoot}.infra/kafka/libs/*`;
+  const users = {
+    scram: { name: 'ts-scram', password: `scram-${process.pid}-pw` },
+    plain: { name: 'ts-plain', password: `plain-${process.pid}-pw` },
+  };
+  const ssl = (args: string[]) => run('openssl', args, { cwd: dir });
+  await ssl(
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem'].concat([
+      '-days',
+      '1',
+      '-subj',
+      '/CN=tickstream-test-ca',
+    ]),
+  );
+  await ssl(
+    ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'broker.key', '-out', 'broker.csr'].concat([
+      '-subj',
+      '/CN=127.0.0.1',
+    ]),
+  );
+  writeFileSync(join(dir, 'san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  await ssl(
+    ['x509', '-req', '-in', 'broker.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial'].concat([
+      '-out',
+      'broker.crt',
+      '-days',
+      '1',
+      '-extfile',
+      'san.cnf',
+    ]),
+  );
+  writeFileSync(
+    join(dir, 'broker.pem'),
+    readFileSync(join(dir, 'broker.key'), 'utf8') + readFileSync(join(dir, 'broker.crt'), 'utf8'),
+  );
+  const h = '127.0.0.1';
+  writeFileSync(
+    join(dir, 'server.properties'),
+    [
+      'process.roles=broker,controller',
+      'node.id=1',
+      `controller.quorum.voters=1@${h}:${controllerPort}`,
+      `listeners=SASL_SSL://${h}:${port},INTERNAL://${h}:${internalPort},CONTROLLER://${h}:${controllerPort}`,
+      `advertised.listeners=SASL_SSL://${h}:${port},INTERNAL://${h}:${internalPort}`,
+      'controller.listener.names=CONTROLLER',
+      'inter.broker.listener.name=INTERNAL',
+      'listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN',
+      'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      `listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${users.plain.name}="${users.plain.password}";`,
+      'ssl.keystore.type=PEM',
+      `ssl.keystore.location=${dir}/broker.pem`,
+      `log.dirs=${dir}/data`,
+      'num.partitions=1',
+      'offsets.topic.replication.factor=1',
+      'offsets.topic.num.partitions=1',
+      'transaction.state.log.replication.factor=1',
+      'transaction.state.log.min.isr=1',
+      'transaction.state.log.num.partitions=1',
+      'share.coordinator.state.topic.replication.factor=1',
+      'share.coordinator.state.topic.min.isr=1',
+      'group.initial.rebalance.delay.ms=0',
+      '',
+    ].join('\n'),
+  );
+  const { stdout: uuid } = await run('java', ['-cp', libs, 'kafka.tools.StorageTool', 'random-uuid']);
+  await run('java', [
+    '-cp',
+    libs,
+    'kafka.tools.StorageTool',
+    'format',
+    '--cluster-id',
+    uuid.trim().split('\n').at(-1) ?? '',
+    '--config',
+    `${dir}/server.properties`,
+    '--add-scram',
+    `SCRAM-SHA-512=[name=${users.scram.name},password=${users.scram.password}]`,
+  ]);
+  const child = spawn(
+    'java',
+    [
+      '-Xms128m',
+      '-Xmx384m',
+      '-XX:+UseSerialGC',
+      '-XX:TieredStopAtLevel=1',
+      `-Dlog4j2.configurationFile=${repoRoot}ops/kafka/log4j2.properties`,
+      `-Dkafka.logs.dir=${dir}`,
+      '-cp',
+      libs,
+      'kafka.Kafka',
+      `${dir}/server.properties`,
+    ],
+    { stdio: 'ignore' },
+  );
+  const ping = async () => {
+    try {
+      await run('node', [`${repoRoot}ops/kafka-ping.mjs`, h, String(internalPort), '1000']);
+      return true;
+    } catch {
+      return child.exitCode !== null;
+    }
+  };
+  if (!(await waitFor(ping, 90_000)) || child.exitCode !== null) {
+    child.kill('SIGKILL');
+    throw new Error(`the SASL_SSL broker did not start (state in ${dir})`);
+  }
+  return {
+    brokers: `${h}:${port}`,
+    internal: `${h}:${internalPort}`,
+    caFile: join(dir, 'ca.pem'),
+    users,
+    destroy: async () => {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await exited;
+      }
       rmSync(dir, { recursive: true, force: true });
     },
   };
