@@ -29,6 +29,7 @@
 import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { BarSnapshotJson } from '../../codecs/bar-snapshot.js';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 
 export interface JournalRecord {
@@ -45,6 +46,8 @@ export interface SourceState {
   nextSeq: number;
   cursors: Record<string, SymbolCursor>;
   updatedAtMs: number;
+  /** The source's open bars as of nextSeq (codecs/bar-snapshot.ts); null or absent: none. */
+  bars?: BarSnapshotJson | null;
 }
 export interface JournalEntry {
   ticks: JournalRecord[];
