@@ -159,12 +159,19 @@ export class Ingest implements IngressHandler {
     this.#reseq = new Resequencer((source, result) => this.#release(source, result));
     this.#bars = new BarAggregator({ closeGraceMs: BAR_CLOSE_GRACE_MS });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
+    let openBars = 0;
     for (const [source, state] of options.states) {
       this.#durableNext.set(source, state.nextSeq);
       // The open bars as of the committed ticks: the EA resends from nextSeq onto them.
-      if (state.bars) this.#bars.restore(source, barSnapshotFromJson(source, state.bars));
+      if (state.bars) {
+        const snapshot = barSnapshotFromJson(source, state.bars);
+        this.#bars.restore(source, snapshot);
+        openBars += snapshot.open.length;
+      }
       delete state.bars;
     }
+    if (openBars)
+      options.logger.info({ openBars }, 'open 1-minute bars restored from the journal (resume state)');
     const sweepMs = Math.min(60_000, Math.max(100, Math.floor(options.config.sourceForgetAfterMs / 4)));
     this.#forgetTimer = setInterval(() => this.#forgetIdle(), sweepMs);
     this.#forgetTimer.unref();
