@@ -82,6 +82,9 @@ export const BarJournalHeader = {
   CLOCK: 'bars-clock-ms',
   /** The source was forgotten (idle): its open bars closed. Value `1`. */
   FORGET: 'bars-forget',
-  /** On a tick record: seqs of its ticks held out of the bars (outside the time window), comma list. */
-  SKIP: 'bars-skip',
+  /**
+   * On a tick record: seqs of its ticks held out of the bars and the live views (outside the
+   * bridge's time window, pipeline/ingest.ts), comma list. Replays and healing leave them out too.
+   */
+  HELD_OUT: 'held-out-seqs',
 } as const;

@@ -4,7 +4,7 @@
  * Gives the bars the bridge published, byte for byte, across restarts, because everything that
  * shapes a bar is in the ticks topic (docs/architecture.md#deterministic-bars):
  *  - the ticks themselves, minus those the bridge held out of the bars (outside its time window),
- *    listed in the record's `bars-skip` header;
+ *    listed in the record's `held-out-seqs` header;
  *  - a heartbeat that closed bars: a record without ticks with a `bars-clock-ms` header;
  *  - a source forgotten when idle (its open bars closed): a record without ticks, `bars-forget`.
  * A restart changes nothing: the restarted bridge continues from the bar state journaled with the
@@ -41,7 +41,7 @@ export class JournalBars {
     let batch = decodeTickRecord(m.value);
     if (batch.length === 0) return [];
     this.#sources.add(batch.source);
-    const skip = m.headers[BarJournalHeader.SKIP];
+    const skip = m.headers[BarJournalHeader.HELD_OUT];
     if (skip) batch = withoutSeqs(batch, new Set(skip.split(',').map(Number)));
     return this.#agg.add(batch);
   }

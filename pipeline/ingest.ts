@@ -664,7 +664,7 @@ export class Ingest implements IngressHandler {
       const skip = skipped?.filter(
         (seq) => seq >= (batch.seq[from] as number) && seq <= (batch.seq[to - 1] as number),
       );
-      if (skip?.length) headers[BarJournalHeader.SKIP] = skip.join(',');
+      if (skip?.length) headers[BarJournalHeader.HELD_OUT] = skip.join(',');
       ticks.push({ key: source, value, headers });
       from = to;
     }

@@ -4,9 +4,11 @@
  * partition is assigned directly. Used to load the sources' resume state and by
  * `tickstream verify` and `tickstream replay`.
  *
- * There is no start offset or start time: record timestamps are the produce time, not the
- * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
- * the record key (the source) and the seq-first/seq-last headers before decoding instead.
+ * Record timestamps are the produce time, not the tick's time, so a tick-time range cannot be
+ * found with offsetsForTimes; readers filter by the record key (the source) and the
+ * seq-first/seq-last headers before decoding instead. `fromTimestampMs` starts each partition at
+ * the first record produced at or after that time: for readers that know when the records they
+ * want were written (the Redis healer: after the drops it records).
  */
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -26,6 +28,8 @@ export interface JournalMessage {
 export interface ReadJournalOptions {
   brokers: string;
   topic: string;
+  /** Start at the first record produced at or after this time (ms), not at the log start. */
+  fromTimestampMs?: number;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
   /** Called once before reading with each partition's log start and end (retention moves the start). */
@@ -78,8 +82,18 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       );
       high.set(partition, w.highOffset);
       bounds.push({ partition, low: w.lowOffset, high: w.highOffset });
-      if (w.lowOffset < w.highOffset)
-        assignments.push({ topic: options.topic, partition, offset: w.lowOffset });
+      let from = w.lowOffset;
+      if (options.fromTimestampMs !== undefined && w.lowOffset < w.highOffset) {
+        const at = options.fromTimestampMs;
+        const [found] = await new Promise<RdKafka.TopicPartitionOffset[]>((resolve, reject) =>
+          consumer.offsetsForTimes([{ topic: options.topic, partition, offset: at }], 10_000, (err, o) =>
+            err ? reject(err) : resolve(o),
+          ),
+        );
+        // No record at or after that time: nothing to read in this partition.
+        from = found && found.offset >= 0 ? Math.max(found.offset, w.lowOffset) : w.highOffset;
+      }
+      if (from < w.highOffset) assignments.push({ topic: options.topic, partition, offset: from });
     }
     options.onPartitions?.(bounds);
     if (assignments.length === 0) return { messages: 0 };
@@ -108,6 +122,8 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
             timestampMs: m.timestamp ?? 0,
           })),
         );
+        // A reader that takes its time with a batch (a rate limit) is not an idle broker.
+        lastProgress = Date.now();
       }
       // Positions move past transaction markers and aborted records too, so reaching the
       // high watermark means every committed record before it has been seen.

@@ -145,7 +145,7 @@ describe('bars recomputed from journal records', () => {
     const replay = new JournalBars();
     const out: Bar[] = [];
     for (const m of [
-      record('s', t1, 1, { [BarJournalHeader.SKIP]: '3' }),
+      record('s', t1, 1, { [BarJournalHeader.HELD_OUT]: '3' }),
       event('s', { [BarJournalHeader.CLOCK]: String(M + BAR_CLOSE_GRACE_MS) }),
       record('s', [{ symbol: 'A', utc: 30_000, bid: 3 }], 4),
       record('s', [{ symbol: 'A', utc: 2 * M, bid: 4 }], 5),
