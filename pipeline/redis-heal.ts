@@ -19,14 +19,21 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BarJournalHeader } from '../codecs/bar-snapshot.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
+import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import type { RedisHealWriter } from '../sinks/redis-heal.js';
 import { HealRanges } from './heal-ranges.js';
 
 /** Records are produced after the drops they hold were recorded; this much earlier covers clock steps. */
 const READ_MARGIN_MS = 5000;
-/** Ticks per writer call at most (each call is one Lua script per stream, atomic in Redis). */
-const MAX_CHUNK = 1000;
+/**
+ * Ticks of one stream per writer call at most. Each call moves the stream's entries after the
+ * hole once, so few large calls cost far less than many small ones; one call of this many runs
+ * for some milliseconds in Redis (one Lua script, atomic).
+ */
+const STREAM_CHUNK = 10_000;
+/** Ticks gathered for writing over all streams at most; past it the largest gathering is written. */
+const MAX_GATHERED = 100_000;
 /** Entries after a hole the writer moves back at most per call (bounds one script's run time). */
 export const MAX_MOVE_ENTRIES = 50_000;
 
@@ -48,6 +55,13 @@ export interface RedisHealerOptions {
 /** A pass stops (and the next one resumes) when the live view needs Redis to itself. */
 class Paused extends Error {}
 
+/** Pending ticks of one stream read from the journal, waiting to be written (rows of records). */
+interface Gathered {
+  source: string;
+  symbol: string;
+  rows: [TickBatch, number][];
+}
+
 export class RedisHealer {
   readonly #o: RedisHealerOptions;
   readonly #ranges: HealRanges;
@@ -58,6 +72,8 @@ export class RedisHealer {
   #tokens: number;
   #refilledAt = performance.now();
   #lastErrorLogAt = 0;
+  readonly #gathered = new Map<string, Gathered>();
+  #gatheredTicks = 0;
 
   constructor(options: RedisHealerOptions) {
     this.#o = options;
@@ -128,6 +144,8 @@ export class RedisHealer {
     // What was pending when the pass began: a range the read passes without finding is lost.
     const before = new Map(this.#ranges.sources().map((s) => [s, this.#ranges.ranges(s)]));
     const seen = new Map<string, number>();
+    // Pending seqs this pass found in the journal (written back, or held out of the live views).
+    const handled = new HealRanges({ maxRanges: this.#o.maxRanges });
     try {
       await readJournal({
         brokers: this.#o.brokers,
@@ -141,11 +159,15 @@ export class RedisHealer {
             if (!Number.isFinite(first) || !Number.isFinite(last)) continue; // bar events: no ticks
             if (last > (seen.get(m.key) ?? 0)) seen.set(m.key, last);
             if (!this.#ranges.overlaps(m.key, first, last)) continue;
-            await this.#heal(m.key, m.value, m.headers[BarJournalHeader.HELD_OUT]);
+            await this.#gather(m.key, m.value, m.headers[BarJournalHeader.HELD_OUT], handled);
           }
         },
       });
+      for (const g of [...this.#gathered.values()]) await this.#write(g);
     } catch (err) {
+      // What was gathered and not written stays pending: the next pass reads it again.
+      this.#gathered.clear();
+      this.#gatheredTicks = 0;
       if (err instanceof Paused) return;
       const now = Date.now();
       if (now - this.#lastErrorLogAt >= 10_000) {
@@ -157,43 +179,72 @@ export class RedisHealer {
       }
       return;
     }
-    this.#giveUpPassed(before, seen);
+    this.#settle(before, seen, handled);
   }
 
-  /** Writes back the pending ticks of one record, but not those the bridge held out of the live views. */
-  async #heal(source: string, value: Buffer, heldOut: string | undefined): Promise<void> {
+  /** Gathers the pending ticks of one record, but not those the bridge held out of the live views. */
+  async #gather(
+    source: string,
+    value: Buffer,
+    heldOut: string | undefined,
+    handled: HealRanges,
+  ): Promise<void> {
     const batch = decodeTickRecord(value);
     const skip = heldOut ? new Set(heldOut.split(',').map(Number)) : null;
-    const rows: number[] = [];
     for (let i = 0; i < batch.length; i++) {
       const seq = batch.seq[i] as number;
-      if (skip?.has(seq)) this.#ranges.remove(source, seq, seq);
-      else if (this.#ranges.has(source, seq)) rows.push(i);
-    }
-    if (rows.length === 0) return;
-    for (let from = 0; from < rows.length; from += MAX_CHUNK) {
-      const chunk = rows.slice(from, from + MAX_CHUNK);
-      await this.#take(chunk.length);
-      if (!this.#healthy()) throw new Paused();
-      const r = await this.#o.writer.heal(batch, chunk);
-      this.#m.healed.inc(r.healed);
-      this.#m.present.inc(r.present);
-      if (r.abandoned)
-        this.#abandon(source, r.abandoned, 'its hole is further behind the stream end than healing moves');
-      // Contiguous runs of the chunk's seqs leave the pending set.
-      let lo = batch.seq[chunk[0] as number] as number;
-      let hi = lo;
-      for (let k = 1; k <= chunk.length; k++) {
-        const seq = k < chunk.length ? (batch.seq[chunk[k] as number] as number) : Number.NaN;
-        if (seq === hi + 1) hi = seq;
-        else {
-          this.#ranges.remove(source, lo, hi);
-          lo = seq;
-          hi = seq;
-        }
+      if (!this.#ranges.has(source, seq)) continue;
+      handled.add(source, seq, seq, 0);
+      if (skip?.has(seq)) continue;
+      const symbol = batch.symbols[batch.symbolIndex[i] as number] as string;
+      const key = `${source}\u0000${symbol}`;
+      let g = this.#gathered.get(key);
+      if (!g) {
+        g = { source, symbol, rows: [] };
+        this.#gathered.set(key, g);
       }
-      this.#m.pending.set(this.#ranges.pendingTicks);
+      g.rows.push([batch, i]);
+      this.#gatheredTicks++;
+      if (g.rows.length >= STREAM_CHUNK) await this.#write(g);
     }
+    while (this.#gatheredTicks > MAX_GATHERED) {
+      let largest: Gathered | null = null;
+      for (const g of this.#gathered.values())
+        if (!largest || g.rows.length > largest.rows.length) largest = g;
+      await this.#write(largest as Gathered);
+    }
+  }
+
+  /** Writes one stream's gathered ticks back (rate-limited) and takes them off the pending set. */
+  async #write(g: Gathered): Promise<void> {
+    this.#gathered.delete(`${g.source}\u0000${g.symbol}`);
+    this.#gatheredTicks -= g.rows.length;
+    const n = g.rows.length;
+    if (n === 0) return;
+    const batch = allocTickBatch(g.source, [g.symbol], n);
+    g.rows.forEach(([from, i], k) => {
+      batch.seq[k] = from.seq[i] as number;
+      batch.symbolIndex[k] = 0;
+      batch.serverTimeMsc[k] = from.serverTimeMsc[i] as number;
+      batch.utcMsc[k] = from.utcMsc[i] as number;
+      batch.bid[k] = from.bid[i] as number;
+      batch.ask[k] = from.ask[i] as number;
+      batch.last[k] = from.last[i] as number;
+      batch.volume[k] = from.volume[i] as number;
+      batch.volumeReal[k] = from.volumeReal[i] as number;
+      batch.flags[k] = from.flags[i] as number;
+    });
+    batch.length = n;
+    await this.#take(n);
+    if (!this.#healthy()) throw new Paused();
+    const r = await this.#o.writer.heal(
+      batch,
+      Array.from({ length: n }, (_, k) => k),
+    );
+    this.#m.healed.inc(r.healed);
+    this.#m.present.inc(r.present);
+    if (r.abandoned)
+      this.#abandon(g.source, r.abandoned, 'its hole is further behind the stream end than healing moves');
   }
 
   /** Waits until the bucket holds `n` tokens (ticksPerSecond a second, one second of burst). */
@@ -211,19 +262,24 @@ export class RedisHealer {
     }
   }
 
-  /** Pending ranges from before the pass that the read went past without finding: not in the journal. */
-  #giveUpPassed(before: Map<string, [number, number][]>, seen: Map<string, number>): void {
+  /**
+   * After a whole pass: what was pending when it began, up to the last seq the read saw of each
+   * source, is done — written back, held out, or (not found: retention removed it) abandoned.
+   * Ranges the read did not reach (ticks not committed yet) stay for the next pass.
+   */
+  #settle(before: Map<string, [number, number][]>, seen: Map<string, number>, handled: HealRanges): void {
     for (const [source, ranges] of before) {
       const last = seen.get(source) ?? 0;
+      const found = handled.ranges(source);
       for (const [lo, hi] of ranges) {
         const to = Math.min(hi, last);
         if (to < lo) continue;
-        let lost = 0;
-        for (const [a, b] of this.#ranges.ranges(source))
-          lost += Math.max(0, Math.min(b, to) - Math.max(a, lo) + 1);
-        if (lost === 0) continue;
+        let inJournal = 0;
+        for (const [a, b] of found) inJournal += Math.max(0, Math.min(b, to) - Math.max(a, lo) + 1);
         this.#ranges.remove(source, lo, to);
-        this.#abandon(source, lost, `seqs ${lo}-${to} are not in the journal any more (retention)`);
+        const lost = to - lo + 1 - inJournal;
+        if (lost > 0)
+          this.#abandon(source, lost, `seqs in ${lo}-${to} are not in the journal any more (retention)`);
       }
     }
     this.#m.pending.set(this.#ranges.pendingTicks);
