@@ -31,8 +31,9 @@
  * 4 MiB in flight sustained ~450k ticks/s, 32 MiB only ~360k (Redis works through a huge query
  * buffer more slowly), and a few MiB already cover several milliseconds of Redis work. While Redis is down `write` drops at once
  * (no offline queue), ticks whose replies were lost with the connection are counted as dropped
- * too, the outage is logged once, and the connection comes back with backoff. No catch-up from
- * the journal: the gap is recorded in `tickstream_redis_dropped_ticks_total` and the log.
+ * too, the outage is logged once, and the connection comes back with backoff. Every drop is
+ * counted in `tickstream_redis_dropped_ticks_total` and reported to `onDropped` as a seq range:
+ * the healer (pipeline/redis-heal.ts) writes those ticks back from the journal later.
  */
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
