@@ -105,7 +105,7 @@ export const configShape = {
     .min(0)
     .default(20_000)
     .describe(
-      'Ticks the Redis live view dropped (outage, full queue) are re-read from the journal and written back into their streams at most this fast, while Redis keeps up with the live feed (0: no healing)',
+      'Ticks/s at most for healing Redis: dropped ticks re-read from the journal and written back into their streams, while Redis keeps up (0: no healing)',
     ),
   redisHealMaxRanges: positive
     .default(10_000)
