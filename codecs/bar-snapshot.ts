@@ -84,7 +84,33 @@ export const BarJournalHeader = {
   FORGET: 'bars-forget',
   /**
    * On a tick record: seqs of its ticks held out of the bars and the live views (outside the
-   * bridge's time window, pipeline/ingest.ts), comma list. Replays and healing leave them out too.
+   * bridge's time window, pipeline/ingest.ts), as `formatSeqs` writes them (`7,12-15`). Replays
+   * and healing leave them out too.
    */
   HELD_OUT: 'held-out-seqs',
 } as const;
+
+/** Ascending seqs as a comma list of runs: `[7, 12, 13, 14, 15]` → `7,12-15`. */
+export function formatSeqs(seqs: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < seqs.length; ) {
+    let j = i;
+    while (j + 1 < seqs.length && seqs[j + 1] === (seqs[j] as number) + 1) j++;
+    parts.push(j === i ? `${seqs[i]}` : `${seqs[i]}-${seqs[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}
+
+/** The seqs of a `formatSeqs` list. */
+export function parseSeqs(list: string): Set<number> {
+  const out = new Set<number>();
+  for (const part of list.split(',')) {
+    if (part === '') continue;
+    const dash = part.indexOf('-');
+    const lo = Number(dash < 0 ? part : part.slice(0, dash));
+    const hi = dash < 0 ? lo : Number(part.slice(dash + 1));
+    for (let s = lo; s <= hi; s++) out.add(s);
+  }
+  return out;
+}

@@ -14,7 +14,7 @@
  *   const { closed, open } = await barsFromJournal({ brokers, ticksTopic: 'mt5.ticks' });
  */
 import type { Bar } from '../codecs/bar.js';
-import { BarJournalHeader } from '../codecs/bar-snapshot.js';
+import { BarJournalHeader, parseSeqs } from '../codecs/bar-snapshot.js';
 import { decodeTickRecord } from '../codecs/flat-record.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
@@ -42,7 +42,7 @@ export class JournalBars {
     if (batch.length === 0) return [];
     this.#sources.add(batch.source);
     const skip = m.headers[BarJournalHeader.HELD_OUT];
-    if (skip) batch = withoutSeqs(batch, new Set(skip.split(',').map(Number)));
+    if (skip) batch = withoutSeqs(batch, parseSeqs(skip));
     return this.#agg.add(batch);
   }
 

@@ -4,13 +4,14 @@
  * 2 M seqs). Memory is bounded by `maxRanges` over all sources: one more range than that
  * merges the two closest neighbours of one source, so the pending set only grows to cover seqs
  * that were not dropped — harmless, healing is idempotent (those are found present and skipped).
- * Each source also keeps the earliest time one of its pending ticks reached the sink, so the
- * healer can start reading the journal there rather than at its log start.
+ * Each range also keeps the earliest time one of its ticks reached the sink, so the healer can
+ * start reading the journal there rather than at its log start.
  */
 interface SourceRanges {
   lo: number[];
   hi: number[];
-  sinceMs: number;
+  /** Per range: when its earliest tick reached the sink. */
+  at: number[];
 }
 
 export class HealRanges {
@@ -35,7 +36,8 @@ export class HealRanges {
   /** The earliest time a pending tick reached the sink, or null when nothing is pending. */
   get sinceMs(): number | null {
     let since: number | null = null;
-    for (const r of this.#sources.values()) if (since === null || r.sinceMs < since) since = r.sinceMs;
+    for (const r of this.#sources.values())
+      for (const at of r.at) if (since === null || at < since) since = at;
     return since;
   }
 
@@ -69,15 +71,15 @@ export class HealRanges {
     if (hi < lo) return;
     let r = this.#sources.get(source);
     if (!r) {
-      r = { lo: [], hi: [], sinceMs: atMs };
+      r = { lo: [], hi: [], at: [] };
       this.#sources.set(source, r);
     }
-    if (atMs < r.sinceMs) r.sinceMs = atMs;
     const n = r.lo.length;
     // The usual case: drops come in seq order.
     if (n === 0 || lo > (r.hi[n - 1] as number) + 1) {
       r.lo.push(lo);
       r.hi.push(hi);
+      r.at.push(atMs);
       this.#ranges++;
       this.#ticks += hi - lo + 1;
     } else {
@@ -86,13 +88,18 @@ export class HealRanges {
       let b = lastAtOrBefore(r.lo, hi + 1); // last range starting at or before hi + 1
       let newLo = lo;
       let newHi = hi;
+      let newAt = atMs;
       if (a <= b) {
         newLo = Math.min(lo, r.lo[a] as number);
         newHi = Math.max(hi, r.hi[b] as number);
-        for (let i = a; i <= b; i++) this.#ticks -= (r.hi[i] as number) - (r.lo[i] as number) + 1;
+        for (let i = a; i <= b; i++) {
+          this.#ticks -= (r.hi[i] as number) - (r.lo[i] as number) + 1;
+          newAt = Math.min(newAt, r.at[i] as number);
+        }
       } else b = a - 1;
       r.lo.splice(a, b - a + 1, newLo);
       r.hi.splice(a, b - a + 1, newHi);
+      r.at.splice(a, b - a + 1, newAt);
       this.#ranges += 1 - (b - a + 1);
       this.#ticks += newHi - newLo + 1;
     }
@@ -105,22 +112,27 @@ export class HealRanges {
     if (!r || hi < lo) return;
     const lows: number[] = [];
     const highs: number[] = [];
+    const ats: number[] = [];
     for (let i = 0; i < r.lo.length; i++) {
       const a = r.lo[i] as number;
       const b = r.hi[i] as number;
+      const at = r.at[i] as number;
       if (b < lo || a > hi) {
         lows.push(a);
         highs.push(b);
+        ats.push(at);
         continue;
       }
       this.#ticks -= Math.min(b, hi) - Math.max(a, lo) + 1;
       if (a < lo) {
         lows.push(a);
         highs.push(lo - 1);
+        ats.push(at);
       }
       if (b > hi) {
         lows.push(hi + 1);
         highs.push(b);
+        ats.push(at);
       }
     }
     this.#ranges += lows.length - r.lo.length;
@@ -128,6 +140,7 @@ export class HealRanges {
     else {
       r.lo = lows;
       r.hi = highs;
+      r.at = ats;
     }
   }
 
@@ -148,8 +161,10 @@ export class HealRanges {
     if (!best) return false; // one range per source: nothing to merge (maxRanges below the source count)
     this.#ticks += gap - 1;
     best.hi[at] = best.hi[at + 1] as number;
+    best.at[at] = Math.min(best.at[at] as number, best.at[at + 1] as number);
     best.lo.splice(at + 1, 1);
     best.hi.splice(at + 1, 1);
+    best.at.splice(at + 1, 1);
     this.#ranges--;
     return true;
   }

@@ -34,7 +34,12 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
-import { BarJournalHeader, barSnapshotFromJson, barSnapshotToJson } from '../codecs/bar-snapshot.js';
+import {
+  BarJournalHeader,
+  barSnapshotFromJson,
+  barSnapshotToJson,
+  formatSeqs,
+} from '../codecs/bar-snapshot.js';
 import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
 import {
   encodeBar,
@@ -664,7 +669,7 @@ export class Ingest implements IngressHandler {
       const skip = skipped?.filter(
         (seq) => seq >= (batch.seq[from] as number) && seq <= (batch.seq[to - 1] as number),
       );
-      if (skip?.length) headers[BarJournalHeader.HELD_OUT] = skip.join(',');
+      if (skip?.length) headers[BarJournalHeader.HELD_OUT] = formatSeqs(skip);
       ticks.push({ key: source, value, headers });
       from = to;
     }

@@ -17,7 +17,7 @@
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { BarJournalHeader } from '../codecs/bar-snapshot.js';
+import { BarJournalHeader, parseSeqs } from '../codecs/bar-snapshot.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
@@ -190,7 +190,7 @@ export class RedisHealer {
     handled: HealRanges,
   ): Promise<void> {
     const batch = decodeTickRecord(value);
-    const skip = heldOut ? new Set(heldOut.split(',').map(Number)) : null;
+    const skip = heldOut ? parseSeqs(heldOut) : null;
     for (let i = 0; i < batch.length; i++) {
       const seq = batch.seq[i] as number;
       if (!this.#ranges.has(source, seq)) continue;

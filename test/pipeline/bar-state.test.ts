@@ -5,7 +5,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Bar } from '../../codecs/bar.js';
-import { BarJournalHeader, barSnapshotFromJson, barSnapshotToJson } from '../../codecs/bar-snapshot.js';
+import {
+  BarJournalHeader,
+  barSnapshotFromJson,
+  barSnapshotToJson,
+  formatSeqs,
+  parseSeqs,
+} from '../../codecs/bar-snapshot.js';
 import { TickRecordEncoder } from '../../codecs/flat-record.js';
 import { allocTickBatch, TickFlag } from '../../codecs/tick-batch.js';
 import { JournalBars } from '../../pipeline/bar-replay.js';
@@ -110,6 +116,18 @@ describe('bar state across a restart', () => {
     expect(agg.snapshot('s')).toEqual(snap);
     expect(agg.heartbeat('s', M + BAR_CLOSE_GRACE_MS).map((b) => b.startMs)).toEqual([0]);
     expect(agg.snapshot('s')?.eventTimeMs).toBe(M + BAR_CLOSE_GRACE_MS);
+  });
+});
+
+describe('held-out seq lists', () => {
+  it('round-trip as runs', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 1, max: 300 }), { maxLength: 80 }), (raw) => {
+        const seqs = [...raw].sort((a, b) => a - b);
+        expect([...parseSeqs(formatSeqs(seqs))]).toEqual(seqs);
+      }),
+    );
+    expect(formatSeqs([7, 12, 13, 14, 15])).toBe('7,12-15');
   });
 });
 

@@ -76,7 +76,7 @@ describe('HealRanges', () => {
     for (const s of [1, 2, 10, 12, 30, 31, 100]) expect(r.has('a', s)).toBe(true);
   });
 
-  it('keeps the earliest drop time while a source has pending ticks, and forgets a healed source', () => {
+  it('keeps the earliest drop time of what is still pending, and forgets a healed source', () => {
     const r = new HealRanges({ maxRanges: 10 });
     expect(r.sinceMs).toBeNull();
     r.add('a', 5, 9, 2000);
@@ -87,6 +87,8 @@ describe('HealRanges', () => {
     expect(r.overlaps('a', 9, 19)).toBe(true);
     r.remove('b', 1, 1);
     expect(r.sources()).toEqual(['a']);
+    r.remove('a', 20, 20);
+    expect(r.sinceMs).toBe(2000); // the earlier drop was healed: reading starts later
     r.remove('a', 1, 100);
     expect(r.sinceMs).toBeNull();
     expect(r.pendingTicks).toBe(0);
