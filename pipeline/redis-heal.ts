@@ -126,10 +126,21 @@ export class RedisHealer {
     this.#timer.unref();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops healing. A pass in progress stops at its next record or write; it is awaited at most
+   * `deadlineMs` (closing the writer then fails a call still waiting on Redis).
+   */
+  async close(deadlineMs = 2000): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
-    await this.#pass;
+    const pass = this.#pass;
+    if (!pass) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, deadlineMs);
+    });
+    await Promise.race([pass, deadline]);
+    clearTimeout(timer);
   }
 
   #healthy(): boolean {

@@ -31,6 +31,8 @@ import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { redactUrl } from '../codecs/redact.js';
 import type { TickBatch } from '../codecs/tick-batch.js';
 
+/** A Redis call that takes longer fails: a hung Redis must not hold a pass (or a shutdown). */
+const CALL_TIMEOUT_MS = 10_000;
 /** Values per healed tick in the script's ARGV: seq, utc ms, then the entry's field values. */
 const PER_TICK = 9;
 
@@ -151,6 +153,8 @@ export class RedisHealWriter {
       lazyConnect: true,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
+      // A hung Redis fails the call (the pass stops, the ticks stay pending) instead of holding it.
+      commandTimeout: CALL_TIMEOUT_MS,
       // Retries forever in the background, like the live sink; healing waits for it.
       retryStrategy: (times) => Math.min(2000, 50 * 2 ** times),
     });
