@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BarJournalHeader, parseSeqs } from '../codecs/bar-snapshot.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
-import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
+import { allocTickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import type { RedisHealWriter } from '../sinks/redis-heal.js';
 import { HealRanges } from './heal-ranges.js';
@@ -31,11 +31,11 @@ const READ_MARGIN_MS = 5000;
  * hole once, so few large calls cost far less than many small ones; one call of this many runs
  * for some milliseconds in Redis (one Lua script, atomic).
  */
-const STREAM_CHUNK = 10_000;
+const STREAM_CHUNK = 5000;
 /** Ticks gathered for writing over all streams at most; past it the largest gathering is written. */
 const MAX_GATHERED = 100_000;
 /** Entries after a hole the writer moves back at most per call (bounds one script's run time). */
-export const MAX_MOVE_ENTRIES = 50_000;
+export const MAX_MOVE_ENTRIES = 20_000;
 
 export interface RedisHealerOptions {
   brokers: string;
@@ -55,11 +55,16 @@ export interface RedisHealerOptions {
 /** A pass stops (and the next one resumes) when the live view needs Redis to itself. */
 class Paused extends Error {}
 
-/** Pending ticks of one stream read from the journal, waiting to be written (rows of records). */
+/** Values kept per gathered tick (copied out of its record, so records are not held). */
+const FIELDS = 9;
+
+/** Pending ticks of one stream read from the journal, waiting to be written. */
 interface Gathered {
   source: string;
   symbol: string;
-  rows: [TickBatch, number][];
+  /** Per tick: seq, utc, server time, bid, ask, last, volume, volume_real, flags. */
+  values: number[];
+  ticks: number;
 }
 
 export class RedisHealer {
@@ -211,17 +216,27 @@ export class RedisHealer {
       const key = `${source}\u0000${symbol}`;
       let g = this.#gathered.get(key);
       if (!g) {
-        g = { source, symbol, rows: [] };
+        g = { source, symbol, values: [], ticks: 0 };
         this.#gathered.set(key, g);
       }
-      g.rows.push([batch, i]);
+      g.values.push(
+        seq,
+        batch.utcMsc[i] as number,
+        batch.serverTimeMsc[i] as number,
+        batch.bid[i] as number,
+        batch.ask[i] as number,
+        batch.last[i] as number,
+        batch.volume[i] as number,
+        batch.volumeReal[i] as number,
+        batch.flags[i] as number,
+      );
+      g.ticks++;
       this.#gatheredTicks++;
-      if (g.rows.length >= STREAM_CHUNK) await this.#write(g);
+      if (g.ticks >= STREAM_CHUNK) await this.#write(g);
     }
     while (this.#gatheredTicks > MAX_GATHERED) {
       let largest: Gathered | null = null;
-      for (const g of this.#gathered.values())
-        if (!largest || g.rows.length > largest.rows.length) largest = g;
+      for (const g of this.#gathered.values()) if (!largest || g.ticks > largest.ticks) largest = g;
       await this.#write(largest as Gathered);
     }
   }
@@ -229,22 +244,24 @@ export class RedisHealer {
   /** Writes one stream's gathered ticks back (rate-limited) and takes them off the pending set. */
   async #write(g: Gathered): Promise<void> {
     this.#gathered.delete(`${g.source}\u0000${g.symbol}`);
-    this.#gatheredTicks -= g.rows.length;
-    const n = g.rows.length;
+    this.#gatheredTicks -= g.ticks;
+    const n = g.ticks;
     if (n === 0) return;
     const batch = allocTickBatch(g.source, [g.symbol], n);
-    g.rows.forEach(([from, i], k) => {
-      batch.seq[k] = from.seq[i] as number;
+    const v = g.values;
+    for (let k = 0; k < n; k++) {
+      const o = k * FIELDS;
+      batch.seq[k] = v[o] as number;
       batch.symbolIndex[k] = 0;
-      batch.serverTimeMsc[k] = from.serverTimeMsc[i] as number;
-      batch.utcMsc[k] = from.utcMsc[i] as number;
-      batch.bid[k] = from.bid[i] as number;
-      batch.ask[k] = from.ask[i] as number;
-      batch.last[k] = from.last[i] as number;
-      batch.volume[k] = from.volume[i] as number;
-      batch.volumeReal[k] = from.volumeReal[i] as number;
-      batch.flags[k] = from.flags[i] as number;
-    });
+      batch.utcMsc[k] = v[o + 1] as number;
+      batch.serverTimeMsc[k] = v[o + 2] as number;
+      batch.bid[k] = v[o + 3] as number;
+      batch.ask[k] = v[o + 4] as number;
+      batch.last[k] = v[o + 5] as number;
+      batch.volume[k] = v[o + 6] as number;
+      batch.volumeReal[k] = v[o + 7] as number;
+      batch.flags[k] = v[o + 8] as number;
+    }
     batch.length = n;
     await this.#take(n);
     if (!this.#healthy()) throw new Paused();

@@ -17,9 +17,10 @@
  *     adds them back with their own IDs and fields, interleaved with the healed ones; trims to
  *     MAXLEN ~ as XADD does;
  *  4. moves the quote hash to the newest healed tick if it is newer (by seq) than the quote.
- * The cost is the entries moved: at most `maxMoveEntries` per call; a hole further behind the
- * stream's end than that is not healed (the script answers -1) and the healer counts it as
- * abandoned. Readers that already read past the hole (XREAD) do not see the healed entries;
+ * The cost is the entries written and moved, during which Redis serves nothing else (measured
+ * ~150–380 ms for 5,000 healed ticks with 10,000 entries after the hole on a loaded 2-core
+ * machine): at most `maxMoveEntries` are moved per call; a hole further behind the stream's end
+ * than that is not healed (the script answers -1) and the healer counts it as abandoned. Readers that already read past the hole (XREAD) do not see the healed entries;
  * XRANGE readers and later readers do.
  *
  * Its own ioredis connection, not the live sink's: healing runs at a bounded rate and its
