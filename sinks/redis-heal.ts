@@ -7,7 +7,8 @@
  * Redis, puts the missing entries where they belong:
  *  1. finds the last entry with a seq below the first healed tick (the entry ID's sequence part
  *     is the tick's seq, and IDs grow with seq within a stream: sinks/redis.ts);
- *  2. merges the healed ticks, by seq, with the entries after it. A healed tick whose seq is
+ *  2. merges the healed ticks, by seq, with the entries after it (read a page at a time, so
+ *     ticks found present cost only the entries up to them). A healed tick whose seq is
  *     there already is skipped (idempotent: healing twice, or a tick Redis stored before its
  *     reply was lost, changes nothing). A new one gets the ID the live view would have given it,
  *     `<max(tick UTC ms, previous entry's ms)>-<seq>`, capped at the next entry's ms (that
@@ -17,11 +18,12 @@
  *     adds them back with their own IDs and fields, interleaved with the healed ones; trims to
  *     MAXLEN ~ as XADD does;
  *  4. moves the quote hash to the newest healed tick if it is newer (by seq) than the quote.
- * The cost is the entries written and moved, during which Redis serves nothing else (measured
- * ~150–380 ms for 5,000 healed ticks with 10,000 entries after the hole on a loaded 2-core
- * machine): at most `maxMoveEntries` are moved per call; a hole further behind the stream's end
- * than that is not healed (the script answers -1) and the healer counts it as abandoned. Readers that already read past the hole (XREAD) do not see the healed entries;
- * XRANGE readers and later readers do.
+ * The cost is the entries read, written and moved, during which Redis serves nothing else
+ * (measured 60–210 ms in Redis for 5,000 healed ticks with 10,000 entries after the hole on a
+ * loaded 2-core machine, 23 ms for 5,000 found present): at most `maxMoveEntries` are moved per
+ * call; a hole further behind the stream's end than that is not healed (the script answers -1)
+ * and the healer counts it as abandoned. Readers that already read past the hole (XREAD) do not
+ * see the healed entries; XRANGE readers and later readers do.
  *
  * Its own ioredis connection, not the live sink's: healing runs at a bounded rate and its
  * replies are few, while the live sink's pipeline only counts replies.
@@ -62,31 +64,57 @@ while predId == nil do
   finish = '(' .. page[#page][1]
   if #page < 64 then break end
 end
--- 2. the entries after it (bounded), merged with the healed ticks by seq
-local tail = redis.call('XRANGE', key, predId and ('(' .. predId) or '-', '+', 'COUNT', maxMove + n + 1)
-if #tail > maxMove + n then return {-1, 0} end
+-- 2. merge the healed ticks by seq with the entries after it, read a page at a time: entries
+--    before the first insertion stay where they are, the others are moved (at most maxMove)
+local cursor = predId and ('(' .. predId) or '-'
+local page = {}
+local pi = 1
+local exhausted = false
+local function peek()
+  if pi > #page then
+    if exhausted then return nil end
+    page = redis.call('XRANGE', key, cursor, '+', 'COUNT', 1000)
+    pi = 1
+    if #page < 1000 then exhausted = true end
+    if #page == 0 then return nil end
+    cursor = '(' .. page[#page][1]
+  end
+  return page[pi]
+end
 local out = {}
-local ti = 1
+local moved = {}
+local lastKept = predId
 local prevMs = predMs
 local inserted = 0
 local present = 0
-local moveFrom = nil
-local outFrom = nil
 local newest = nil
+local function takeEntry()
+  local e = page[pi]
+  pi = pi + 1
+  if inserted > 0 then
+    moved[#moved + 1] = e[1]
+    out[#out + 1] = e
+    if #moved > maxMove then return false end
+  else
+    lastKept = e[1]
+  end
+  return true
+end
 for h = 0, n - 1 do
   local b = 3 + h * ${PER_TICK}
   local seq = tonumber(ARGV[b])
-  while ti <= #tail do
-    local ms, s = parse(tail[ti][1])
+  local e = peek()
+  while e do
+    local ms, s = parse(e[1])
     if s >= seq then break end
-    out[#out + 1] = tail[ti]
     prevMs = ms
-    ti = ti + 1
+    if not takeEntry() then return {-1, 0} end
+    e = peek()
   end
   local nextMs = nil
   local there = false
-  if ti <= #tail then
-    local ms, s = parse(tail[ti][1])
+  if e then
+    local ms, s = parse(e[1])
     nextMs = ms
     there = (s == seq)
   end
@@ -95,7 +123,6 @@ for h = 0, n - 1 do
   else
     local ms = math.max(tonumber(ARGV[b + 1]), prevMs)
     if nextMs ~= nil and ms > nextMs then ms = nextMs end
-    if moveFrom == nil then moveFrom = ti; outFrom = #out + 1 end
     out[#out + 1] = {string.format('%.0f', ms) .. '-' .. ARGV[b], {'b', ARGV[b + 2], 'a', ARGV[b + 3], 'l', ARGV[b + 4], 'v', ARGV[b + 5], 'vr', ARGV[b + 6], 'f', ARGV[b + 7], 't', ARGV[b + 8], 's', ARGV[b]}}
     prevMs = ms
     inserted = inserted + 1
@@ -103,18 +130,15 @@ for h = 0, n - 1 do
   end
 end
 if inserted == 0 then return {0, present} end
-while ti <= #tail do out[#out + 1] = tail[ti]; ti = ti + 1 end
--- 3. delete what follows the first insertion, rewind the last ID, add everything back in order
-local del = {}
-for i = moveFrom, #tail do
-  del[#del + 1] = tail[i][1]
-  if #del == 1000 then redis.call('XDEL', key, unpack(del)); del = {} end
+while peek() do
+  if not takeEntry() then return {-1, 0} end
 end
-if #del > 0 then redis.call('XDEL', key, unpack(del)) end
-local keep = moveFrom - 1
-local lastKept = keep > 0 and tail[keep][1] or predId
+-- 3. delete the moved entries, rewind the last ID, add everything back in order
+for i = 1, #moved, 1000 do
+  redis.call('XDEL', key, unpack(moved, i, math.min(i + 999, #moved)))
+end
 if redis.call('EXISTS', key) == 1 then redis.call('XSETID', key, lastKept or '0-0') end
-for i = outFrom, #out do redis.call('XADD', key, out[i][1], unpack(out[i][2])) end
+for i = 1, #out do redis.call('XADD', key, out[i][1], unpack(out[i][2])) end
 redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
 -- 4. the quote, when the newest healed tick is newer than it
 local qseq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
