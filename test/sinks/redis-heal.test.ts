@@ -117,6 +117,26 @@ describe('RedisHealWriter', () => {
     expect(await redis.xlen(key)).toBe(7);
   });
 
+  it('heals a range where some ticks are there already: only the missing ones are added, the rest stay', async () => {
+    const key = `${prefix}:ticks:s5:EURUSD`;
+    for (const seq of [1, 2, 4, 6]) await liveXadd(key, seq, 1000 + seq, 1000 + seq);
+    const range = batchOf('s5', 'EURUSD', [
+      [2, 1002],
+      [3, 1003],
+      [4, 1004],
+      [5, 1005],
+    ]);
+    expect(await writer.heal(range, rows(range))).toEqual({ healed: 2, present: 2, abandoned: 0 });
+    expect((await redis.xrange(key, '-', '+')).map(([id]) => id)).toEqual([
+      '1001-1',
+      '1002-2',
+      '1003-3',
+      '1004-4',
+      '1005-5',
+      '1006-6',
+    ]);
+  });
+
   it('caps a healed ID at the next entry when time went backwards across the hole', async () => {
     const key = `${prefix}:ticks:s2:EURUSD`;
     await liveXadd(key, 1, 1000, 1000);
