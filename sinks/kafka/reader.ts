@@ -1,8 +1,8 @@
 /**
  * Reads a journal topic from its log start to its end as of the moment the read began,
  * `read_committed` (aborted transactions are skipped), without a consumer group: every
- * partition is assigned directly. Used to load the sources' resume state and by
- * `tickstream verify` and `tickstream replay`.
+ * partition is assigned directly. Used to load the sources' resume state, by
+ * `tickstream verify` and `tickstream replay`, by the Redis healer and `barsFromJournal`.
  *
  * Record timestamps are the produce time, not the tick's time, so a tick-time range cannot be
  * found with offsetsForTimes; readers filter by the record key (the source) and the
