@@ -9,6 +9,11 @@
  *      moment after another (the EA copies symbols one after the other) from being cut short.
  * A tick for a minute that already closed for its source and symbol is late: counted, left out.
  * Minutes without ticks have no bar. The open bar is not published until it closes.
+ *
+ * Deterministic across restarts and replays (docs/architecture.md#deterministic-bars): a
+ * heartbeat changes nothing unless it closes a bar (so only closing heartbeats need to be in the
+ * journal), and `snapshot`/`restore` carry a source's open bars, event time and closed minutes
+ * through the resume state, so a restarted bridge continues exactly where the journal stands.
  * `tick_count` counts every tick of the minute whatever its flags; bid OHLC and spread use every
  * tick; last-price OHLC uses ticks with the LAST flag; volume sums volume_real over ticks with
  * the LAST or VOLUME flag.
@@ -18,10 +23,10 @@
  * 1e21 even over millions of ticks. Ticks outside the time window never get here (ingest.ts).
  */
 import type { Bar } from '../codecs/bar.js';
+import type { BarSnapshot } from '../codecs/bar-snapshot.js';
 import { type TickBatch, TickFlag } from '../codecs/tick-batch.js';
 
 const MINUTE = 60_000;
-
 /** The grace the bridge closes bars with (see (b) above); a replay must use the same. */
 export const BAR_CLOSE_GRACE_MS = 5000;
 
@@ -93,13 +98,42 @@ export class BarAggregator {
     return state ? [...state.open.values()].sort((a, b) => a.startMs - b.startMs) : [];
   }
 
-  /** A heartbeat's GMT time moves the source's event time on (bars of quiet symbols close). */
+  /**
+   * A heartbeat's GMT time: when it reaches the end (+ grace) of an open bar, the source's event
+   * time moves on to it and the bars of quiet symbols close. A heartbeat that closes nothing
+   * changes nothing, so replaying the journal needs only the closing ones (pipeline/bar-replay.ts).
+   */
   heartbeat(source: string, gmtMs: number): Bar[] {
-    const state = this.#source(source);
+    const state = this.#sources.get(source);
+    if (!state || gmtMs < state.nextCloseMs) return [];
     if (gmtMs > state.eventTimeMs) state.eventTimeMs = gmtMs;
     const closed: Bar[] = [];
     this.#closeByEventTime(state, closed);
     return closed;
+  }
+
+  /** A source's bar state (copies), or null when the source has none. */
+  snapshot(source: string): BarSnapshot | null {
+    const state = this.#sources.get(source);
+    if (!state) return null;
+    return {
+      eventTimeMs: Number.isFinite(state.eventTimeMs) ? state.eventTimeMs : null,
+      open: [...state.open.values()].map((b) => ({ ...b })),
+      closedBefore: [...state.closedBefore],
+    };
+  }
+
+  /** Sets a source's bar state from a snapshot (replaces whatever the source had). */
+  restore(source: string, snapshot: BarSnapshot): void {
+    const state: SourceBars = {
+      open: new Map(snapshot.open.map((b) => [b.symbol, { ...b, source }])),
+      closedBefore: new Map(snapshot.closedBefore),
+      eventTimeMs: snapshot.eventTimeMs ?? Number.NEGATIVE_INFINITY,
+      nextCloseMs: Number.POSITIVE_INFINITY,
+    };
+    for (const bar of state.open.values())
+      state.nextCloseMs = Math.min(state.nextCloseMs, bar.startMs + MINUTE + this.#closeGraceMs);
+    this.#sources.set(source, state);
   }
 
   #closeByEventTime(state: SourceBars, closed: Bar[]): void {

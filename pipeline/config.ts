@@ -200,6 +200,19 @@ export const configShape = {
     .default(200_000)
     .describe('Redis queue; when full ticks are dropped and counted'),
   redisEnabled: bool.default(true).describe('Write to Redis'),
+  redisHealTicksPerSecond: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(20_000)
+    .describe(
+      'Ticks/s at most for healing Redis: dropped ticks re-read from the journal and written back into their streams, while Redis keeps up (0: no healing)',
+    ),
+  redisHealMaxRanges: positive
+    .default(10_000)
+    .describe(
+      'Dropped seq ranges kept for healing, over all sources; past it the closest ranges merge (healing skips what is present)',
+    ),
   httpHost: z.string().default('127.0.0.1').describe('Websocket/metrics bind address'),
   httpPort: port.default(5001).describe('Websocket, /metrics, /healthz, /readyz and status page port'),
   httpTlsCert: z.string().default('').describe('PEM certificate file: enables TLS on websockets/HTTP'),

@@ -34,8 +34,20 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
+import {
+  BarJournalHeader,
+  barSnapshotFromJson,
+  barSnapshotToJson,
+  formatSeqs,
+} from '../codecs/bar-snapshot.js';
 import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
-import { encodeBar, RecordHeader, SCHEMA_VERSION, TICK_RECORD_CONTENT_TYPE } from '../codecs/flat-record.js';
+import {
+  encodeBar,
+  RecordHeader,
+  SCHEMA_VERSION,
+  TICK_RECORD_CONTENT_TYPE,
+  TickRecordEncoder,
+} from '../codecs/flat-record.js';
 import type { Heartbeat } from '../codecs/messages.js';
 import {
   checkReportedOffset,
@@ -151,6 +163,8 @@ export class Ingest implements IngressHandler {
   /** Sources with their own metric label (at most metricsMaxSourceLabels). */
   readonly #labelled = new Set<string>();
   readonly #forgetTimer: NodeJS.Timeout;
+  /** Encodes the tick records without ticks that carry bar events (#publishBars). */
+  readonly #eventEncoder = new TickRecordEncoder();
   #server: IngressServer | null = null;
   #queuedTicks = 0;
   #flushScheduled = false;
@@ -167,7 +181,19 @@ export class Ingest implements IngressHandler {
     this.#reseq = new Resequencer((source, result) => this.#release(source, result));
     this.#bars = new BarAggregator({ closeGraceMs: BAR_CLOSE_GRACE_MS });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
-    for (const [source, state] of options.states) this.#durableNext.set(source, state.nextSeq);
+    let openBars = 0;
+    for (const [source, state] of options.states) {
+      this.#durableNext.set(source, state.nextSeq);
+      // The open bars as of the committed ticks: the EA resends from nextSeq onto them.
+      if (state.bars) {
+        const snapshot = barSnapshotFromJson(source, state.bars);
+        this.#bars.restore(source, snapshot);
+        openBars += snapshot.open.length;
+      }
+      delete state.bars;
+    }
+    if (openBars)
+      options.logger.info({ openBars }, 'open 1-minute bars restored from the journal (resume state)');
     const sweepMs = Math.min(60_000, Math.max(100, Math.floor(options.config.sourceForgetAfterMs / 4)));
     this.#forgetTimer = setInterval(() => this.#forgetIdle(), sweepMs);
     this.#forgetTimer.unref();
@@ -268,7 +294,9 @@ export class Ingest implements IngressHandler {
       if (this.#server?.session(source) || this.#pending.has(source) || this.#reseq.pending(source) > 0)
         continue;
       const bars = this.#bars.forget(source);
-      if (bars.length) this.#publishBars(bars, source);
+      // Journaled even without open bars: the closed minutes are forgotten too, and a replay must know.
+      if (bars.length || this.#o.states.has(source))
+        this.#publishBars(bars, source, { [BarJournalHeader.FORGET]: '1' });
       for (const sink of this.#o.live) sink.forgetSource(source);
       this.#active.delete(source);
       this.#symbolCount -= this.#symbolsOf.get(source)?.size ?? 0;
@@ -346,7 +374,13 @@ export class Ingest implements IngressHandler {
     if (hello) this.#checkClock(source, hello.serverTimeMs, hello.gmtTimeMs);
     // The source may have been served by another bridge since: claim it, and resume from the
     // journal as it stands after every transaction that began before the claim.
+    const ownNext = this.#durableNext.get(source);
     const state = await this.#o.claims.claim(source);
+    // Another bridge committed ticks of this source since (it moved here): its open bars, saved
+    // with that state, replace what this bridge held, so the bars go on where the ticks do.
+    if (state.bars && state.nextSeq !== ownNext)
+      this.#bars.restore(source, barSnapshotFromJson(source, state.bars));
+    delete state.bars;
     this.#o.states.set(source, state);
     this.#durableNext.set(source, state.nextSeq);
     this.#fenced.delete(source);
@@ -448,7 +482,7 @@ export class Ingest implements IngressHandler {
     // and make its later ticks late: event time moves at most to the window's edge.
     const gmt = Math.min(hb.gmtTimeMs, Date.now() + this.#o.config.tickMaxAheadMs);
     const bars = this.#bars.heartbeat(session.source, gmt);
-    if (bars.length) this.#publishBars(bars, session.source);
+    if (bars.length) this.#publishBars(bars, session.source, { [BarJournalHeader.CLOCK]: String(gmt) });
   }
 
   onSessionOpen(session: Session): void {
@@ -656,23 +690,26 @@ export class Ingest implements IngressHandler {
     const merged = this.#o.feeds?.follows(source) ? this.#o.feeds.onBatch(batch, live) : null;
     this.#o.crashPoint?.('after-decode-before-produce');
     const ticks: JournalRecord[] = [];
+    // Seqs held out of the bars (time window), so a replay of the journal leaves them out too.
+    const skipped = live === batch ? null : heldOut(batch, live);
     let from = 0;
     for (const value of result.records) {
       const to = Math.min(batch.length, from + this.#o.config.recordTicks);
-      ticks.push({
-        key: source,
-        value,
-        headers: {
-          [RecordHeader.SOURCE]: source,
-          [RecordHeader.SEQ_FIRST]: String(batch.seq[from]),
-          [RecordHeader.SEQ_LAST]: String(batch.seq[to - 1]),
-          [RecordHeader.SCHEMA_VERSION]: String(SCHEMA_VERSION),
-          [RecordHeader.CONTENT]: TICK_RECORD_CONTENT_TYPE,
-        },
-      });
+      const headers: Record<string, string> = {
+        [RecordHeader.SOURCE]: source,
+        [RecordHeader.SEQ_FIRST]: String(batch.seq[from]),
+        [RecordHeader.SEQ_LAST]: String(batch.seq[to - 1]),
+        [RecordHeader.SCHEMA_VERSION]: String(SCHEMA_VERSION),
+        [RecordHeader.CONTENT]: TICK_RECORD_CONTENT_TYPE,
+      };
+      const skip = skipped?.filter(
+        (seq) => seq >= (batch.seq[from] as number) && seq <= (batch.seq[to - 1] as number),
+      );
+      if (skip?.length) headers[BarJournalHeader.HELD_OUT] = formatSeqs(skip);
+      ticks.push({ key: source, value, headers });
       from = to;
     }
-    const snapshot: SourceState = { ...state, cursors: { ...state.cursors } };
+    const snapshot = this.#stateRecord(state);
     this.#appends++;
     this.#o.journal
       .append({
@@ -788,11 +825,31 @@ export class Ingest implements IngressHandler {
     });
   }
 
-  #publishBars(bars: Bar[], source: string): void {
+  /**
+   * Journals bars closed by something other than a tick (a heartbeat, forgetting the source)
+   * with that event as a tick record without ticks, and the source's bar state, in one
+   * transaction, so the journal alone reproduces them (pipeline/bar-replay.ts).
+   */
+  #publishBars(bars: Bar[], source: string, event: Record<string, string>): void {
     this.#o.metrics.barsClosed.inc(bars.length);
     this.#appends++;
+    const state = this.#o.states.get(source);
+    const marker: JournalRecord = {
+      key: source,
+      value: this.#eventEncoder.encode(allocTickBatch(source, [], 0)),
+      headers: {
+        [RecordHeader.SOURCE]: source,
+        [RecordHeader.SCHEMA_VERSION]: String(SCHEMA_VERSION),
+        [RecordHeader.CONTENT]: TICK_RECORD_CONTENT_TYPE,
+        ...event,
+      },
+    };
     this.#o.journal
-      .append({ ticks: [], bars: bars.map((b) => barRecord(b)), states: [] })
+      .append({
+        ticks: [marker],
+        bars: bars.map((b) => barRecord(b)),
+        states: state ? [this.#stateRecord(state)] : [],
+      })
       .catch((err: Error) => {
         this.#o.metrics.journalAppendFailures.inc({ what: 'bars' });
         this.#o.logger.error(
@@ -801,7 +858,13 @@ export class Ingest implements IngressHandler {
         );
       })
       .finally(() => this.#appends--);
-    for (const sink of this.#o.live) sink.writeBars(bars);
+    if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
+  }
+
+  /** The resume state to journal: a copy, with the source's bar state as of now. */
+  #stateRecord(state: SourceState): SourceState {
+    const bars = this.#bars.snapshot(state.source);
+    return { ...state, cursors: { ...state.cursors }, bars: bars ? barSnapshotToJson(bars) : null };
   }
 
   #backpressure(): void {
@@ -820,6 +883,17 @@ function barRecord(bar: Bar): JournalRecord {
     value: encodeBar(bar),
     headers: { [RecordHeader.SOURCE]: bar.source, symbol: bar.symbol },
   };
+}
+
+/** Seqs of `batch` not in `kept` (a subsequence of it). */
+function heldOut(batch: TickBatch, kept: TickBatch): number[] {
+  const out: number[] = [];
+  let k = 0;
+  for (let i = 0; i < batch.length; i++) {
+    if (k < kept.length && kept.seq[k] === batch.seq[i]) k++;
+    else out.push(batch.seq[i] as number);
+  }
+  return out;
 }
 
 /** A new batch of the rows of `batch` that `keep` accepts, in order (rare path: allocates). */

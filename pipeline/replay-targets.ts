@@ -12,21 +12,22 @@ import { destination, pino } from 'pino';
 import { Registry } from 'prom-client';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import type { TickBatch } from '../codecs/tick-batch.js';
+import type { JournalMessage } from '../sinks/kafka/reader.js';
 import {
   type PostgresRebuild,
   PostgresRebuild as Rebuild,
   type RebuildRange,
 } from '../sinks/postgres/rebuild.js';
 import { RedisSink } from '../sinks/redis.js';
-import { BAR_CLOSE_GRACE_MS, BarAggregator } from './bars.js';
+import { JournalBars } from './bar-replay.js';
 import type { Config } from './config.js';
 
 export interface ReplayTarget {
   /**
-   * Every decoded record of the selected sources, whole and in seq order, before the range
-   * filters (what bars are computed from). Only targets that set `seesAll` get it.
+   * Every record of the selected sources, whole and in seq order, before the range filters
+   * (what bars are computed from, with the bar clock and forget records the bridge journaled).
    */
-  see?(batch: TickBatch): void;
+  see?(record: JournalMessage): void;
   /** The ticks of the range (non-empty), each source in seq order. */
   write(batch: TickBatch): Promise<void>;
   /** Ends the output; returns what to add to the summary line (after "to"). */
@@ -234,15 +235,16 @@ const MINUTE_MS = 60_000;
 const DAY_MS = 86_400_000;
 
 /**
- * Rebuilds ticks and bars_1m in `postgresSchema` for the range. Bars are recomputed with the
- * live BarAggregator from every tick of the selected sources (not only the range's), so late
+ * Rebuilds ticks and bars_1m in `postgresSchema` for the range. Bars are recomputed as the
+ * bridge made them (JournalBars: its aggregator, its journaled heartbeat closes and forgets)
+ * from every record of the selected sources (not only the range's), so late
  * ticks are left out as live did; kept are the closed bars of the range's symbols whose minute
  * lies wholly inside [--from, --to). A minute still open at the end is left as it is, as live
  * does (an open bar is not published until it closes).
  */
 export class PostgresTarget implements ReplayTarget {
   readonly #rebuild: PostgresRebuild;
-  readonly #bars = new BarAggregator({ closeGraceMs: BAR_CLOSE_GRACE_MS });
+  readonly #bars = new JournalBars();
   readonly #range: RebuildRange;
   readonly #schema: string;
   readonly #minUtcMs: number;
@@ -278,11 +280,11 @@ export class PostgresTarget implements ReplayTarget {
     return this.#rebuild.loaderOffsets;
   }
 
-  see(batch: TickBatch): void {
+  see(record: JournalMessage): void {
     const symbols = this.#range.symbols;
     const barsFrom = this.#range.barsFromMs;
     const keep = this.#bars
-      .add(batch)
+      .add(record)
       .filter(
         (b) =>
           b.startMs >= barsFrom &&

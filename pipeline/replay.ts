@@ -410,8 +410,8 @@ export async function replayMain(argv: string[]): Promise<number> {
             skip();
             continue;
           }
+          target.see?.(m);
           const batch = decodeTickRecord(m.value);
-          target.see?.(batch);
           const selected = selectTicks(batch, range);
           if (!selected) {
             skip();

@@ -15,6 +15,7 @@ import { SourceLog } from '../sinks/kafka/source-log.js';
 import { HistoryStore } from '../sinks/postgres/history.js';
 import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
+import { RedisHealWriter } from '../sinks/redis-heal.js';
 import { WsServer } from '../sinks/ws/server.js';
 import { type Config, kafkaSecurityOf } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
@@ -24,6 +25,7 @@ import { createLogger, type Logger } from './logger.js';
 import { MergedFeed } from './merged-feed.js';
 import { createPipelineMetrics } from './metrics.js';
 import { Pacer } from './pace.js';
+import { MAX_MOVE_ENTRIES, RedisHealer } from './redis-heal.js';
 import { SourceClaims } from './source-claims.js';
 import { statusPageHtml } from './status-page.js';
 
@@ -118,6 +120,8 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
 
   const live: LiveSink[] = [];
   let redis: RedisSink | null = null;
+  let healer: RedisHealer | null = null;
+  let healWriter: RedisHealWriter | null = null;
   if (config.redisEnabled) {
     redis = new RedisSink({
       url: config.redisUrl,
@@ -127,7 +131,31 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       maxPipelineCommands: 20_000,
       registry,
       logger: logger.child({ part: 'redis' }),
+      onDropped: (source, lo, hi, atMs) => healer?.record(source, lo, hi, atMs),
     });
+    if (config.redisHealTicksPerSecond > 0) {
+      healWriter = new RedisHealWriter({
+        url: config.redisUrl,
+        keyPrefix: config.redisKeyPrefix,
+        streamMaxLen: config.redisStreamMaxLen,
+        maxMoveEntries: MAX_MOVE_ENTRIES,
+        logger: logger.child({ part: 'redis-heal' }),
+      });
+      await healWriter.start();
+      healer = new RedisHealer({
+        brokers: config.kafkaBrokers,
+        security: kafkaSecurityOf(config),
+        ticksTopic: config.ticksTopic,
+        ticksPerSecond: config.redisHealTicksPerSecond,
+        maxRanges: config.redisHealMaxRanges,
+        sink: redis,
+        sinkMaxQueuedTicks: config.redisMaxQueuedTicks,
+        writer: healWriter,
+        registry,
+        logger: logger.child({ part: 'redis-heal' }),
+      });
+      healer.start();
+    }
     // A live view: Redis down at start-up does not stop the bridge; the sink keeps retrying.
     await redis
       .start()
@@ -245,6 +273,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       'journal queued bytes': journal.queuedBytes,
       'websocket clients': ws.clientCount,
       'redis queued ticks': redis?.queuedTicks ?? 0,
+      'redis ticks to heal': healer?.pendingTicks ?? 0,
     },
     sources: ingest.sourceStates().map((s) => ({
       ...s,
@@ -318,6 +347,8 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
       ingress.closeAll(ErrorCode.SHUTTING_DOWN, 'the bridge is shutting down: reconnect later');
       await journal.close(2000);
       await sourceLog.close();
+      await healer?.close();
+      await healWriter?.close();
       await redis?.close(2000);
       await ws.close('the bridge is shutting down');
       await history.close();

@@ -31,8 +31,9 @@
  * 4 MiB in flight sustained ~450k ticks/s, 32 MiB only ~360k (Redis works through a huge query
  * buffer more slowly), and a few MiB already cover several milliseconds of Redis work. While Redis is down `write` drops at once
  * (no offline queue), ticks whose replies were lost with the connection are counted as dropped
- * too, the outage is logged once, and the connection comes back with backoff. No catch-up from
- * the journal: the gap is recorded in `tickstream_redis_dropped_ticks_total` and the log.
+ * too, the outage is logged once, and the connection comes back with backoff. Every drop is
+ * counted in `tickstream_redis_dropped_ticks_total` and reported to `onDropped` as a seq range:
+ * the healer (pipeline/redis-heal.ts) writes those ticks back from the journal later.
  */
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -59,6 +60,11 @@ export interface RedisSinkOptions {
   connectTimeoutMs?: number;
   registry: Registry;
   logger: Logger;
+  /**
+   * Told of every tick dropped (Redis down, queue full, connection lost, command failed) as a
+   * seq range of one source, with when the ticks reached the sink: the healer's input.
+   */
+  onDropped?: (source: string, firstSeq: number, lastSeq: number, atMs: number) => void;
 }
 
 const State = { IDLE: 0, CONNECTING: 1, READY: 2, CLOSED: 3 } as const;
@@ -88,6 +94,10 @@ class Segment {
   startedAt: number;
   /** The last segment of one socket write: its reply ends the flush. */
   endsWrite = false;
+  /** TICKS: the batch's source and seq span, reported if its ticks are dropped. */
+  source = '';
+  firstSeq = 0;
+  lastSeq = 0;
   replied = 0;
   written = 0;
   refused = 0;
@@ -300,10 +310,12 @@ export class RedisSink {
     const n = batch.length;
     if (n === 0) return;
     if (this.#state !== State.READY) {
+      this.#dropped(batch);
       this.#outage(n, this.#state === State.CLOSED ? 'closed' : 'not connected');
       return;
     }
     if (this.#queuedTicks + n > this.#o.maxQueuedTicks) {
+      this.#dropped(batch);
       this.#m.dropped.inc(n);
       this.#logDrop(
         'queue_full',
@@ -329,6 +341,15 @@ export class RedisSink {
     }
     for (const b of bars) this.#bars.push(b);
     this.#schedule();
+  }
+
+  #dropped(batch: TickBatch): void {
+    this.#o.onDropped?.(
+      batch.source,
+      batch.seq[0] as number,
+      batch.seq[batch.length - 1] as number,
+      batch.receivedAtMs || Date.now(),
+    );
   }
 
   /** Forgets what the sink caches for a source (idle past sourceForgetAfterMs). */
@@ -480,12 +501,18 @@ export class RedisSink {
       if (s.kind === Kind.BARS) lostBars += s.replies - s.replied;
       if (s.kind !== Kind.TICKS) continue;
       this.#count(s);
-      lost += s.ticks - s.written - s.refused - s.failed;
+      const unanswered = s.ticks - s.written - s.refused - s.failed;
+      lost += unanswered;
+      if (unanswered && !s.failed) this.#segmentDropped(s);
     }
     this.#segs = [];
     this.#segHead = 0;
     this.#dataSegments = 0;
-    for (let i = this.#queueHead; i < this.#queue.length; i++) lost += (this.#queue[i] as TickBatch).length;
+    for (let i = this.#queueHead; i < this.#queue.length; i++) {
+      const b = this.#queue[i] as TickBatch;
+      lost += b.length;
+      this.#dropped(b);
+    }
     this.#queue = [];
     this.#queueHead = 0;
     this.#barsDropped('connection_lost', this.#bars.length + lostBars, why);
@@ -651,6 +678,9 @@ export class RedisSink {
       if (ticks === 0) return null;
     }
     const seg = new Segment(Kind.TICKS, ticks, ticks + quotes, w.off - from, b.receivedAtMs, started);
+    seg.source = b.source;
+    seg.firstSeq = b.seq[0] as number;
+    seg.lastSeq = b.seq[b.length - 1] as number;
     this.#push(seg);
     return seg;
   }
@@ -761,7 +791,15 @@ export class RedisSink {
   #count(seg: Segment): void {
     if (seg.written) this.#m.written.inc(seg.written);
     if (seg.refused) this.#m.refused.inc(seg.refused);
-    if (seg.failed) this.#m.dropped.inc(seg.failed);
+    if (seg.failed) {
+      this.#m.dropped.inc(seg.failed);
+      this.#segmentDropped(seg);
+    }
+  }
+
+  /** Reports a ticks segment's whole seq span (healing skips what Redis has). */
+  #segmentDropped(seg: Segment): void {
+    this.#o.onDropped?.(seg.source, seg.firstSeq, seg.lastSeq, seg.receivedAtMs || Date.now());
   }
 
   #commandFailed(seg: Segment): void {

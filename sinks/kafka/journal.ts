@@ -35,6 +35,7 @@
 import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { BarSnapshotJson } from '../../codecs/bar-snapshot.js';
 import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import {
   connectKafka,
@@ -61,6 +62,8 @@ export interface SourceState {
   updatedAtMs: number;
   /** The claim epoch of the bridge that wrote this state (absent: written before claims existed, 0). */
   epoch?: number;
+  /** The source's open bars as of nextSeq (codecs/bar-snapshot.ts); null or absent: none. */
+  bars?: BarSnapshotJson | null;
 }
 export interface JournalEntry {
   ticks: JournalRecord[];

@@ -2,7 +2,8 @@
  * Reads a journal topic from its log start to its end as of the moment the read began (or to
  * `endOffsets`), `read_committed` (aborted transactions are skipped), without a consumer group:
  * every partition is assigned directly. Used by `tickstream verify` and `tickstream replay` (the
- * sources' resume state and claims are tailed by source-log.ts); it is also THE way to read ranges of the journal
+ * sources' resume state and claims are tailed by source-log.ts), the Redis healer and `barsFromJournal`; it is
+ * also THE way to read ranges of the journal
  * in TypeScript (docs/operations.md, "Reading the journal from TypeScript"):
  *
  *   await readJournal({ brokers: '127.0.0.1:9092', topic: 'mt5.ticks', onMessages: (ms) => {
@@ -11,9 +12,11 @@
  *
  * `onMessages` may be async: the next fetch waits for it, so a slow consumer bounds memory.
  *
- * There is no start offset or start time: record timestamps are the produce time, not the
- * tick's time, so a tick-time range cannot be found with offsetsForTimes; readers filter by
- * the record key (the source) and the seq-first/seq-last headers before decoding instead.
+ * Record timestamps are the produce time, not the tick's time, so a tick-time range cannot be
+ * found with offsetsForTimes; readers filter by the record key (the source) and the
+ * seq-first/seq-last headers before decoding instead. `fromTimestampMs` starts each partition at
+ * the first record produced at or after that time: for readers that know when the records they
+ * want were written (the Redis healer: after the drops it records).
  */
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -40,6 +43,8 @@ export interface ReadJournalOptions {
   /** TLS/SASL of the connection (client-config.ts); undefined: plaintext. */
   security?: KafkaSecurity;
   topic: string;
+  /** Start at the first record produced at or after this time (ms), not at the log start. */
+  fromTimestampMs?: number;
   /** Give up when no progress is made for this long (an open transaction holds the LSO). */
   idleTimeoutMs?: number;
   /**
@@ -110,7 +115,18 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       );
       high.set(partition, end);
       bounds.push({ partition, low: w.lowOffset, high: end });
-      if (w.lowOffset < end) assignments.push({ topic: options.topic, partition, offset: w.lowOffset });
+      let from = w.lowOffset;
+      if (options.fromTimestampMs !== undefined && w.lowOffset < end) {
+        const at = options.fromTimestampMs;
+        const [found] = await new Promise<RdKafka.TopicPartitionOffset[]>((resolve, reject) =>
+          consumer.offsetsForTimes([{ topic: options.topic, partition, offset: at }], 10_000, (err, o) =>
+            err ? reject(err) : resolve(o),
+          ),
+        );
+        // No record at or after that time: nothing to read in this partition.
+        from = found && found.offset >= 0 ? Math.max(found.offset, w.lowOffset) : end;
+      }
+      if (from < end) assignments.push({ topic: options.topic, partition, offset: from });
     }
     options.onPartitions?.(bounds);
     if (assignments.length === 0) return { messages: 0 };
@@ -141,7 +157,8 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
             timestampMs: m.timestamp ?? 0,
           })),
         );
-        // The time the caller took (a paced replay waits there) is not the broker's silence.
+        // The time the caller took (a paced replay waits, the healer rate-limits) is not the
+        // broker's silence.
         lastProgress = Date.now();
       }
       // Positions move past transaction markers and aborted records too, so reaching the

@@ -73,15 +73,10 @@ describe.skipIf(!haveData)(
       await redis.connect();
       await db.connect();
       // Synthetic ticks start at the bridge's clock and run ten minutes ahead of it at max speed:
-      // the time window is widened so every one reaches Redis and the bars. Heartbeats are not
-      // journaled yet (issue 13, part 3), and one closes every open bar of its source whose
-      // minute the source's event time has passed: arriving while a feed streams symbol after
-      // symbol (or a 2020 export), it cuts an open bar short and makes the rest of its minute
-      // late, in the live run only. A heartbeat every 2 min leaves the seconds of streaming
-      // alone, so all bars are closed by journaled ticks, in the live run as in the replay.
-      serve = await startServe(
-        serveArgs(live, ['--tick-max-ahead-ms', '3600000', '--heartbeat-timeout-ms', '600000']),
-      );
+      // the time window is widened so every one reaches Redis and the bars. Heartbeats keep
+      // their default rate: one that closes bars while a feed streams is journaled (a record
+      // with the bars-clock header), so the replay closes the same bars at the same point.
+      serve = await startServe(serveArgs(live, ['--tick-max-ahead-ms', '3600000']));
       const port = String(serve.ingressPort);
       const results = await Promise.all([
         runSim(['--file', mt5File, '--source', 'mt5', '--server-utc-offset', '2', '--port', port]),

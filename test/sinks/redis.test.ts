@@ -256,7 +256,12 @@ describe('RedisSink against Redis', () => {
   });
 
   it('drops the ticks over maxQueuedTicks and counts them, without blocking the caller', async () => {
-    const { s, metric } = sink({ keyPrefix: `${prefix}:full`, maxQueuedTicks: 1_000 });
+    const reported: [string, number, number][] = [];
+    const { s, metric } = sink({
+      keyPrefix: `${prefix}:full`,
+      maxQueuedTicks: 1_000,
+      onDropped: (source, lo, hi) => reported.push([source, lo, hi]),
+    });
     await s.start();
     const batches = ticks('srcC', ['EURUSD'], 5_000, 1, 500);
     for (const batch of batches) s.write(batch); // all in one turn: only the first 1 000 fit
@@ -264,6 +269,9 @@ describe('RedisSink against Redis', () => {
     expect(await s.drain(10_000)).toBe(true);
     expect(await metric('ticks_written_total')).toBe(1_000);
     expect(await metric('dropped_ticks_total')).toBe(4_000);
+    // Every dropped tick is reported to the healer as seq ranges of its source.
+    expect(reported.reduce((n, [, lo, hi]) => n + hi - lo + 1, 0)).toBe(4_000);
+    expect(reported[0]).toEqual(['srcC', 1_001, 1_500]);
     expect(await redis.xlen(`${prefix}:full:ticks:srcC:EURUSD`)).toBe(1_000);
   });
 
