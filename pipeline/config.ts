@@ -286,7 +286,7 @@ export const configShape = {
   feedGroups: feedGroups
     .default([])
     .describe(
-      'Merged per-symbol streams: JSON array of {symbol, policy (failover|first-seen), members [{source, symbol}] by priority, stallMs, maxLagMs, holdMs, dedupWindowMs}',
+      'Merged per-symbol streams: JSON array of {symbol, policy (failover or first-seen), members [{source, symbol}] by priority, stallMs, maxLagMs, holdMs, dedupWindowMs}',
     ),
   mergedTicksTopic: z
     .string()
