@@ -493,22 +493,26 @@ print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for 
     }
   });
 
-  it('the websocket client, cut while two sources stream, reconnects with backoff and resumes: every tick of every source exactly once', async () => {
+  it('the websocket client (JSON and FlatBuffers), cut while two sources stream, reconnects with backoff and resumes: every tick of every source exactly once', async () => {
     const proxy = await cuttableProxy(serve.httpPort);
-    const client = startPythonLines([
-      'test/clients/ws_collect.py',
-      `ws://127.0.0.1:${proxy.port}/ws`,
-      'json',
-      'resume',
-    ]);
+    const clients = (['json', 'flatbuffers'] as const).map((format) => ({
+      format,
+      p: startPythonLines([
+        'test/clients/ws_collect.py',
+        `ws://127.0.0.1:${proxy.port}/ws`,
+        format,
+        'resume',
+      ]),
+    }));
+    type Client = (typeof clients)[number]['p'];
     // Two sources, 3 symbols each (so batches interleave symbols), paced over 15 s: the cut falls
     // while both stream.
     const sources = ['pyr1', 'pyr2'];
-    const lines = () => client.lines;
-    const of = (source: string) => wsTicks(client).filter((t) => t.source === source);
-    const ofType = (type: string) => lines().filter((l) => l['type'] === type);
+    const of = (c: Client, source: string) => wsTicks(c).filter((t) => t.source === source);
+    const ofType = (c: Client, type: string) => c.lines.filter((l) => l['type'] === type);
+    const stderr = () => clients.map((c) => c.p.stderr()).join('');
     try {
-      expect(await waitFor(() => subscribed(client) === 1, 30_000), client.stderr()).toBe(true);
+      expect(await waitFor(() => clients.every((c) => subscribed(c.p) === 1), 30_000), stderr()).toBe(true);
       let simsDone = 0;
       const sims = sources.map((source, i) =>
         runSim([
@@ -530,49 +534,59 @@ print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for 
           return r;
         }),
       );
-      expect(await waitFor(() => sources.every((s) => of(s).length >= 300), 60_000), client.stderr()).toBe(
+      const streaming = () => clients.every((c) => sources.every((s) => of(c.p, s).length >= 300));
+      expect(await waitFor(streaming, 60_000), stderr()).toBe(true);
+      proxy.cut(); // the connections are cut, and reconnects are refused for a while
+      expect(simsDone, 'the cut must fall while the sources stream').toBe(0);
+      // At least one reconnect refused by the proxy: each client backs off again.
+      const refusedOnce = () => clients.every((c) => ofType(c.p, 'disconnected').length >= 2);
+      expect(await waitFor(refusedOnce, 30_000), stderr()).toBe(true);
+      proxy.up();
+      expect(await waitFor(() => clients.every((c) => connects(c.p).length >= 2), 30_000), stderr()).toBe(
         true,
       );
-      proxy.cut(); // the connection is cut, and reconnects are refused for a while
-      expect(simsDone, 'the cut must fall while the sources stream').toBe(0);
-      // At least one reconnect refused by the proxy: the client backs off again.
-      expect(await waitFor(() => ofType('disconnected').length >= 2, 30_000), client.stderr()).toBe(true);
-      proxy.up();
-      expect(await waitFor(() => connects(client).length >= 2, 30_000), client.stderr()).toBe(true);
-      expect(connects(client).at(-1)?.['resumed']).toBe(true); // it asked to resume
 
       const results = await Promise.all(sims);
       const counts = results.map((r) => {
         expect(r.code, r.output).toBe(0);
         return captured(r.output);
       });
-      const complete = () => sources.every((s, i) => of(s).length >= (counts[i] as number));
-      expect(
-        await waitFor(complete, 120_000),
-        `${sources.map((s) => of(s).length)} of ${counts}\n${client.stderr()}`,
-      ).toBe(true);
+      const complete = () =>
+        clients.every((c) => sources.every((s, i) => of(c.p, s).length >= (counts[i] as number)));
+      const progress = () =>
+        clients.map((c) => `${c.format}: ${sources.map((s) => of(c.p, s).length)} of ${counts}`).join('; ');
+      expect(await waitFor(complete, 120_000), `${progress()}\n${stderr()}`).toBe(true);
 
-      // The server answered the resume (no refusal), caught up from the journal, said `resumed`.
-      expect(ofType('resume_refused')).toEqual([]);
-      expect(ofType('resumed').length).toBeGreaterThanOrEqual(1);
-      expect(wsTicks(client).some((t) => t.resumed)).toBe(true);
-      // Every delay waited was within the configured backoff (0.2 s doubling to 1 s, jittered).
-      const delays = ofType('disconnected').map((l) => l['retry_in_s'] as number);
-      expect(delays.filter((d) => !(d >= 0.1 && d <= 1))).toEqual([]);
-      // Every tick of every source once, as the journal holds it: no hole, no repeat.
       const journal = (await tsJournalTicks(n.ticksTopic)).filter((t) => sources.includes(t.source));
-      const got = sources
-        .flatMap((s) => of(s))
-        .map(({ kind: _k, type: _t, resumed: _r, ...t }) => t as PyTick)
-        .sort(bySourceSeq);
-      for (const [i, source] of sources.entries()) {
-        const seqs = got.filter((t) => t.source === source).map((t) => t.seq);
-        expect(seqs, source).toEqual(seqs.map((_, k) => k + 1));
-        expect(seqs.length, source).toBe(counts[i]);
+      for (const { format, p: c } of clients) {
+        expect(connects(c).at(-1)?.['resumed'], format).toBe(true); // it asked to resume
+        // The server answered the resume (no refusal), caught up from the journal, said `resumed`.
+        expect(ofType(c, 'resume_refused'), format).toEqual([]);
+        expect(ofType(c, 'resumed').length, format).toBeGreaterThanOrEqual(1);
+        expect(
+          wsTicks(c).some((t) => t.resumed),
+          format,
+        ).toBe(true);
+        // Every delay waited was within the configured backoff (0.2 s doubling to 1 s, jittered).
+        const delays = ofType(c, 'disconnected').map((l) => l['retry_in_s'] as number);
+        expect(
+          delays.filter((d) => !(d >= 0.1 && d <= 1)),
+          format,
+        ).toEqual([]);
+        // Every tick of every source once, as the journal holds it: no hole, no repeat.
+        const got = sources
+          .flatMap((s) => of(c, s))
+          .map(({ kind: _k, type: _t, resumed: _r, ...t }) => t as PyTick)
+          .sort(bySourceSeq);
+        for (const [i, source] of sources.entries()) {
+          const seqs = got.filter((t) => t.source === source).map((t) => t.seq);
+          expect(seqs, `${format} ${source}`).toEqual(seqs.map((_, k) => k + 1));
+          expect(seqs.length, `${format} ${source}`).toBe(counts[i]);
+        }
+        expect(got, format).toEqual(journal);
       }
-      expect(got).toEqual(journal);
     } finally {
-      await client.stop();
+      for (const c of clients) await c.p.stop();
       await proxy.close();
     }
   }, 180_000);

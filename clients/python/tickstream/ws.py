@@ -79,6 +79,9 @@ class TickClient:
     ``max_queue``: messages read ahead of the consumer at most (each may hold thousands of
     ticks): past it the socket is not read, so the server sees a slow consumer and conflates
     (docs/websocket.md) instead of this process buffering without bound.
+
+    ``position``: per source, the seq up to which every tick of the channels was delivered (the
+    ``after`` of a resume); ``last_seq``: per ``(source, symbol)``, the highest seq delivered.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class TickClient:
         """The ticks not delivered before (all of them without dedupe); records what arrived."""
         if not ticks:
             return ticks
+        top = max(t.seq for t in ticks)
         if moves_position:
             seen = self._source_max.get(source)
             # A message starting above every seq seen of its source closes the batch before it.
@@ -149,13 +153,11 @@ class TickClient:
                 self.position[source] = ticks[0].seq - 1
             elif ticks[0].seq > seen:
                 self.position[source] = seen
-            top = max(t.seq for t in ticks)
             if seen is None or top > seen:
                 self._source_max[source] = top
         key = (source, symbol)
         last = self.last_seq.get(key, 0)
         fresh = [t for t in ticks if t.seq > last] if self.dedupe else ticks
-        top = max(t.seq for t in ticks)
         if top > last:
             self.last_seq[key] = top
         return fresh
