@@ -1,7 +1,8 @@
 // The Python package (clients/python, importable as `tickstream`) against a real `serve` fed by
 // `sim`: its Kafka reader gets the same ticks as the TypeScript reader (sinks/kafka/reader.ts)
-// and as the input file, its websocket client gets every tick of a run and reconnects after a
-// cut, its Redis helpers read the streams; plus the package's own unittest suite.
+// and as the input file, its websocket client gets every tick of a run and, cut mid-stream,
+// reconnects and resumes from the journal with no hole or repeat, its Redis helpers read the
+// streams; plus the package's own unittest suite.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -133,7 +134,7 @@ async function cuttableProxy(targetPort: number) {
   };
 }
 
-describe('the Python package: record decoder unit tests (unittest)', () => {
+describe('the Python package: unit tests (unittest: record decoders, websocket resume rules)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tickstream-py-fixtures-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -221,7 +222,7 @@ describe('the Python package: record decoder unit tests (unittest)', () => {
       env: { TICKSTREAM_FIXTURES: dir },
     });
     expect(r.code, `${PYTHON} unittest:\n${r.stderr}${r.stdout}`).toBe(0);
-    expect(r.stderr).toMatch(/Ran 7 tests/);
+    expect(r.stderr).toMatch(/Ran 9 tests/);
     expect(r.stderr).not.toMatch(/skipped/);
   });
 });
@@ -237,7 +238,11 @@ describe('the Python package against a real serve fed by sim', () => {
   let tsTicks: PyTick[] = [];
 
   const wsTicks = (p: ReturnType<typeof startPythonLines>) =>
-    p.lines.filter((l) => l['type'] === 'tick') as unknown as (PyTick & { kind: string; type: string })[];
+    p.lines.filter((l) => l['type'] === 'tick') as unknown as (PyTick & {
+      kind: string;
+      type: string;
+      resumed: boolean;
+    })[];
   const connects = (p: ReturnType<typeof startPythonLines>) =>
     p.lines.filter((l) => l['type'] === 'connected');
   const subscribed = (p: ReturnType<typeof startPythonLines>) =>
@@ -394,7 +399,7 @@ for b in read_bars(sys.argv[1], sys.argv[2]):
       );
       const live = wsTicks(client)
         .filter((t) => t.kind === 'ticks')
-        .map(({ kind: _k, type: _t, ...t }) => t as PyTick);
+        .map(({ kind: _k, type: _t, resumed: _r, ...t }) => t as PyTick);
       expect(live.length).toBe(total);
       for (const source of ['pya', 'pyb']) {
         const mine = live.filter((t) => t.source === source);
@@ -488,85 +493,103 @@ print(json.dumps([[b.source, b.start_ms, b.close, b.tick_count, b.last_seq] for 
     }
   });
 
-  it('the websocket client reconnects with backoff after its connection is cut and gets the ticks after it; with resume, a server without it answers and the client subscribes live', async () => {
+  it('the websocket client (JSON and FlatBuffers), cut while two sources stream, reconnects with backoff and resumes: every tick of every source exactly once', async () => {
     const proxy = await cuttableProxy(serve.httpPort);
-    const client = startPythonLines([
-      'test/clients/ws_collect.py',
-      `ws://127.0.0.1:${proxy.port}/ws`,
-      'json',
-      'resume',
-    ]);
-    const sim = async (source: string, seed: string) => {
-      const r = await runSim([
-        '--synthetic',
-        '--symbols',
-        '3',
-        '--rate',
-        '5000',
-        '--duration',
-        '1',
-        '--seed',
-        seed,
-        '--speed',
-        'max',
-        '--source',
-        source,
-        '--port',
-        String(serve.ingressPort),
-      ]);
-      expect(r.code, r.output).toBe(0);
-      return captured(r.output);
-    };
-    const of = (source: string) => wsTicks(client).filter((t) => t.source === source);
+    const clients = (['json', 'flatbuffers'] as const).map((format) => ({
+      format,
+      p: startPythonLines([
+        'test/clients/ws_collect.py',
+        `ws://127.0.0.1:${proxy.port}/ws`,
+        format,
+        'resume',
+      ]),
+    }));
+    type Client = (typeof clients)[number]['p'];
+    // Two sources, 3 symbols each (so batches interleave symbols), paced over 15 s: the cut falls
+    // while both stream.
+    const sources = ['pyr1', 'pyr2'];
+    const of = (c: Client, source: string) => wsTicks(c).filter((t) => t.source === source);
+    const ofType = (c: Client, type: string) => c.lines.filter((l) => l['type'] === type);
+    const stderr = () => clients.map((c) => c.p.stderr()).join('');
     try {
-      expect(await waitFor(() => subscribed(client) === 1, 30_000), client.stderr()).toBe(true);
-      const before = await sim('pyr1', '11');
-      expect(await waitFor(() => of('pyr1').length >= before, 60_000)).toBe(true);
-
-      proxy.cut(); // the connection is cut, and reconnects are refused while the gap run goes
-      expect(await waitFor(() => client.lines.some((l) => l['type'] === 'disconnected'), 30_000)).toBe(true);
-      const gap = await sim('pyr2', '12');
+      expect(await waitFor(() => clients.every((c) => subscribed(c.p) === 1), 30_000), stderr()).toBe(true);
+      let simsDone = 0;
+      const sims = sources.map((source, i) =>
+        runSim([
+          '--synthetic',
+          '--symbols',
+          '3',
+          '--rate',
+          '1000',
+          '--duration',
+          '15',
+          '--seed',
+          String(21 + i),
+          '--source',
+          source,
+          '--port',
+          String(serve.ingressPort),
+        ]).then((r) => {
+          simsDone++;
+          return r;
+        }),
+      );
+      const streaming = () => clients.every((c) => sources.every((s) => of(c.p, s).length >= 300));
+      expect(await waitFor(streaming, 60_000), stderr()).toBe(true);
+      proxy.cut(); // the connections are cut, and reconnects are refused for a while
+      expect(simsDone, 'the cut must fall while the sources stream').toBe(0);
+      // At least one reconnect refused by the proxy: each client backs off again.
+      const refusedOnce = () => clients.every((c) => ofType(c.p, 'disconnected').length >= 2);
+      expect(await waitFor(refusedOnce, 30_000), stderr()).toBe(true);
       proxy.up();
-      expect(await waitFor(() => connects(client).length >= 2, 30_000), client.stderr()).toBe(true);
-      const second = connects(client).at(-1) as Record<string, unknown>;
-      expect(second['resumed']).toBe(true); // it asked to resume after what it had seen
-      // The server's answer to the resume: `resume_refused` (then a plain subscribe) or its own.
-      const answers = () =>
-        client.lines.slice(client.lines.lastIndexOf(second) + 1).filter((l) => l['type'] !== 'tick');
-      expect(await waitFor(() => answers().length > 0, 30_000), client.stderr()).toBe(true);
-      const refused = answers()[0]?.['type'] === 'resume_refused';
-      if (refused) expect(await waitFor(() => subscribed(client) === 2, 30_000)).toBe(true);
-      const after = await sim('pyr3', '13');
-      expect(await waitFor(() => of('pyr3').length >= after, 60_000), client.stderr()).toBe(true);
+      expect(await waitFor(() => clients.every((c) => connects(c.p).length >= 2), 30_000), stderr()).toBe(
+        true,
+      );
 
-      // Every delay waited was within the configured backoff (0.2 s doubling to 1 s, jittered).
-      const delays = client.lines
-        .filter((l) => l['type'] === 'disconnected')
-        .map((l) => l['retry_in_s'] as number);
-      expect(delays.every((d) => d >= 0.1 && d <= 1)).toBe(true);
-      for (const [source, count] of [
-        ['pyr1', before],
-        ['pyr3', after],
-      ] as const) {
-        expect(of(source).filter((t) => t.kind === 'ticks').length, source).toBe(count);
-      }
-      // No tick twice, ever, per source: deduplication drops the snapshots of pairs it has seen.
-      for (const source of ['pyr1', 'pyr2', 'pyr3']) {
-        const seqs = of(source).map((t) => t.seq);
-        expect(new Set(seqs).size, source).toBe(seqs.length);
-      }
-      if (refused) {
-        // Live only: of the gap, at most the newest tick per symbol arrives (as a snapshot).
-        expect(of('pyr2').length).toBeLessThanOrEqual(3);
-      } else {
-        // The server resumed from the journal: the gap run arrives whole.
-        expect(await waitFor(() => of('pyr2').length >= gap, 60_000)).toBe(true);
+      const results = await Promise.all(sims);
+      const counts = results.map((r) => {
+        expect(r.code, r.output).toBe(0);
+        return captured(r.output);
+      });
+      const complete = () =>
+        clients.every((c) => sources.every((s, i) => of(c.p, s).length >= (counts[i] as number)));
+      const progress = () =>
+        clients.map((c) => `${c.format}: ${sources.map((s) => of(c.p, s).length)} of ${counts}`).join('; ');
+      expect(await waitFor(complete, 120_000), `${progress()}\n${stderr()}`).toBe(true);
+
+      const journal = (await tsJournalTicks(n.ticksTopic)).filter((t) => sources.includes(t.source));
+      for (const { format, p: c } of clients) {
+        expect(connects(c).at(-1)?.['resumed'], format).toBe(true); // it asked to resume
+        // The server answered the resume (no refusal), caught up from the journal, said `resumed`.
+        expect(ofType(c, 'resume_refused'), format).toEqual([]);
+        expect(ofType(c, 'resumed').length, format).toBeGreaterThanOrEqual(1);
+        expect(
+          wsTicks(c).some((t) => t.resumed),
+          format,
+        ).toBe(true);
+        // Every delay waited was within the configured backoff (0.2 s doubling to 1 s, jittered).
+        const delays = ofType(c, 'disconnected').map((l) => l['retry_in_s'] as number);
+        expect(
+          delays.filter((d) => !(d >= 0.1 && d <= 1)),
+          format,
+        ).toEqual([]);
+        // Every tick of every source once, as the journal holds it: no hole, no repeat.
+        const got = sources
+          .flatMap((s) => of(c, s))
+          .map(({ kind: _k, type: _t, resumed: _r, ...t }) => t as PyTick)
+          .sort(bySourceSeq);
+        for (const [i, source] of sources.entries()) {
+          const seqs = got.filter((t) => t.source === source).map((t) => t.seq);
+          expect(seqs, `${format} ${source}`).toEqual(seqs.map((_, k) => k + 1));
+          expect(seqs.length, `${format} ${source}`).toBe(counts[i]);
+        }
+        expect(got, format).toEqual(journal);
       }
     } finally {
-      await client.stop();
+      for (const c of clients) await c.p.stop();
       await proxy.close();
     }
-  });
+  }, 180_000);
 });
 
 describe('the Python websocket client: tokens, and a slow consumer conflated', () => {

@@ -1,5 +1,5 @@
 """Test aid for test/clients/python.test.ts: runs tickstream.ws.TickClient and prints one JSON
-line per tick and per other message (connected, subscribed, disconnected, …) until its stdin
+line per tick (with its message's type as `kind` and its `resumed` flag) and per other message (connected, subscribed, disconnected, …) until its stdin
 closes."""
 
 import asyncio
@@ -22,7 +22,7 @@ async def main(url: str, fmt: str, resume: bool) -> None:
     async for m in client.messages():
         if m["type"] in ("ticks", "snapshot"):
             for t in m["ticks"]:
-                out({"type": "tick", "kind": m["type"], **t.__dict__})
+                out({"type": "tick", "kind": m["type"], "resumed": m.get("resumed", False), **t.__dict__})
         else:
             out({k: v for k, v in m.items() if k != "ticks"})
 
