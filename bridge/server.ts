@@ -194,10 +194,14 @@ export class IngressServer {
     for (const s of this.#bySource.values()) if (!s.closed && s.helloAcked) this.#sendAck(s);
   }
 
-  /** Stops accepting; open sessions stay until `closeAll`. */
-  stopAccepting(): Promise<void> {
+  /**
+   * Stops accepting; open sessions stay until `closeAll`. Returns at once: `server.close`'s own
+   * callback waits for every open connection to end, and a terminal still streaming would hold
+   * the shutdown's drain (and its deadline) until it left by itself.
+   */
+  stopAccepting(): void {
     this.#stopping = true;
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    this.#server.close();
   }
 
   closeAll(code: ErrorCode, reason: string): void {

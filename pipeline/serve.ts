@@ -340,7 +340,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
   const stop = (reason = 'shutdown') => {
     stopping ??= (async () => {
       logger.info({ reason }, 'stopping: draining queues and flushing sinks');
-      await ingress.stopAccepting();
+      ingress.stopAccepting();
       const drained = await ingest.drain(config.shutdownDeadlineMs);
       if (!drained)
         logger.warn('drain deadline passed: un-ACKed ticks stay with their EAs and will be resent');

@@ -75,7 +75,7 @@ const servers: IngressServer[] = [];
 afterEach(async () => {
   for (const s of servers.splice(0)) {
     s.closeAll(ErrorCode.SHUTTING_DOWN, 'test over');
-    await s.stopAccepting();
+    s.stopAccepting();
   }
 });
 

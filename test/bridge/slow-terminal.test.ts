@@ -89,7 +89,7 @@ describe('a new source on a terminal whose history reads take 20 s each', () => 
       expect(opened).toBeLessThanOrEqual(2);
     } finally {
       server.closeAll(ErrorCode.SHUTTING_DOWN, 'test over');
-      await server.stopAccepting();
+      server.stopAccepting();
     }
   }, 300_000);
 });

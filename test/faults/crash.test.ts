@@ -208,8 +208,9 @@ describe('SIGTERM', () => {
     const [ingress, http] = (await freePorts(2)) as [number, number];
     const args = withPorts(serveArgs(names, ['--shutdown-deadline-ms', '5000']), ingress, http);
     const first = await startServe(args);
-    const run: Run = { names, sources: ['st1'], perSource: 30_000 };
-    // Paced in real time (3 s of history at 10k ticks/s), so SIGTERM lands mid-stream.
+    const run: Run = { names, sources: ['st1'], perSource: 150_000 };
+    // Paced in real time (15 s of history at 10k ticks/s), so SIGTERM lands mid-stream and the
+    // terminal would stream on far past the deadline: serve must not wait for it to leave.
     const sim = runSim([
       '--synthetic',
       '--symbols',
@@ -217,7 +218,7 @@ describe('SIGTERM', () => {
       '--rate',
       '10000',
       '--duration',
-      '3',
+      '15',
       '--speed',
       '1',
       '--source',
