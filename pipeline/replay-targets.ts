@@ -395,8 +395,12 @@ export class ReplayStopped extends Error {
   }
 }
 
-/** How often a websocket replay waiting for clients, or for their buffers, looks again. */
+/** How often a websocket replay waiting for its clients' buffers looks again. */
 const WS_POLL_MS = 2;
+/** How often a websocket replay waiting for its clients to subscribe looks again. */
+const WS_CLIENTS_POLL_MS = 50;
+/** Binds only this host can reach (as serve's check before it warns about missing tokens). */
+const LOOPBACK = /^(127\.|::1$|localhost$)/;
 /** Exit status of a replay stopped by a signal (the shell's 128 + signal number). */
 const SIGNAL_STATUS: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
@@ -431,12 +435,18 @@ export class WsTarget implements ReplayTarget {
   };
   #stop: ((err: ReplayStopped) => void) | null = null;
   #ticks = 0;
+  #closed = false;
   /** Clients left to the slow-consumer policy after a stall (see #belowLimit). */
   readonly #givenUp = new WeakSet<object>();
   readonly #logger: Logger;
 
   static async open(config: Config, options: WsTargetOptions): Promise<WsTarget> {
     const logger = pino({ name: 'tickstream-replay', level: config.logLevel }, destination(2));
+    if (config.wsTokens.length === 0 && !LOOPBACK.test(config.httpHost))
+      logger.warn(
+        { host: config.httpHost },
+        'the replay server listens beyond loopback WITHOUT tokens: anyone who reaches it can read the replayed ticks. Set --ws-tokens.',
+      );
     const server = new WsServer({
       host: config.httpHost,
       port: config.httpPort,
@@ -493,7 +503,7 @@ export class WsTarget implements ReplayTarget {
   async start(): Promise<void> {
     const n = this.#o.waitClients;
     process.stderr.write(`replay: waiting for ${n} client(s) to subscribe on ${this.#url}\n`);
-    while (this.#server.subscribedCount < n) await this.#pause();
+    while (this.#server.subscribedCount < n) await this.#pause(WS_CLIENTS_POLL_MS);
   }
 
   async write(batch: TickBatch): Promise<void> {
@@ -516,6 +526,9 @@ export class WsTarget implements ReplayTarget {
   }
 
   async #close(): Promise<void> {
+    // A signal during finish's drain aborts after it: the server closes once.
+    if (this.#closed) return;
+    this.#closed = true;
     process.off('SIGINT', this.#onSignal);
     process.off('SIGTERM', this.#onSignal);
     await this.#server.close(this.#signal ? `replay stopped by ${this.#signal}` : 'replay over');
@@ -543,7 +556,7 @@ export class WsTarget implements ReplayTarget {
           this.#givenUp.add(client);
           this.#logger.warn(
             { bytes, stallMs: this.#o.stallMs },
-            'a websocket client stayed over wsMaxBackpressureBytes unsent for --ws-stall-ms: the replay goes on without waiting for it, wsSlowConsumerPolicy applies to it',
+            'a websocket client read too little for --ws-stall-ms: the replay goes on without waiting for it (wsSlowConsumerPolicy applies to it)',
           );
         }
       }
@@ -552,7 +565,7 @@ export class WsTarget implements ReplayTarget {
     }
   }
 
-  async #pause(): Promise<void> {
-    await Promise.race([sleep(WS_POLL_MS), this.#stopped]);
+  async #pause(ms = WS_POLL_MS): Promise<void> {
+    await Promise.race([sleep(ms), this.#stopped]);
   }
 }

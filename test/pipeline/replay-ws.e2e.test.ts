@@ -253,6 +253,38 @@ describe('tickstream replay --target ws (real serve, sim, broker and ws clients)
     client.ws.close();
   }, 60_000);
 
+  it('a client that stops reading is waited for --ws-stall-ms only, then left to the slow-consumer policy; the others get everything', async () => {
+    const want = await reference(['--source', 'wsbig']);
+    const server = await startReplayServer([
+      '--ticks-topic',
+      n.ticksTopic,
+      '--source',
+      'wsbig',
+      '--ws-wait-clients',
+      '2',
+      '--ws-max-backpressure-bytes',
+      '65536',
+      '--ws-stall-ms',
+      '1000',
+      '--ws-slow-consumer-policy',
+      'disconnect',
+    ]);
+    const reader = await subscribe(server.url);
+    const stuck = await subscribe(server.url);
+    const closed = new Promise<number>((resolve) => stuck.ws.once('close', (code) => resolve(code)));
+    const socket = (stuck.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    await reader.ended;
+    // Read again: a peer that never reads holds the replay's exit for a while after its summary.
+    socket.resume();
+    expect(await server.exited, server.output()).toBe(0);
+    expectSame(reader.messages, want);
+    expect(server.output()).toContain('a websocket client read too little for --ws-stall-ms');
+    // Disconnected by the policy (1008), or cut at the close if its buffer was still full.
+    expect([1006, 1008]).toContain(await closed);
+    expect(stuck.messages.some((m) => m.type === 'replay_end')).toBe(false);
+  }, 60_000);
+
   it('SIGTERM while waiting for clients ends it cleanly with the summary (exit 143)', async () => {
     const server = await startReplayServer(['--ticks-topic', n.ticksTopic]);
     expect(await waitFor(() => server.output().includes('replay: waiting for 1 client(s)'), 10_000)).toBe(
