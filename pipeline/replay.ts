@@ -115,7 +115,7 @@ export const REPLAY_COMMAND = {
       value: 'MS',
       default: 30_000,
       description:
-        'ws: a client over wsMaxBackpressureBytes unsent this long is no longer waited for (wsSlowConsumerPolicy applies to it)',
+        'ws: a client with more than half of wsMaxBackpressureBytes unsent this long is no longer waited for (wsSlowConsumerPolicy applies to it)',
     },
     format: {
       type: 'string',
