@@ -1,14 +1,15 @@
 /**
  * Where `tickstream replay` writes the ticks it reads back from the journal: stdout or a file
  * (JSON lines or CSV), the Redis live view (sinks/redis.ts, the live sink itself), or a Postgres
- * rebuild of ticks and bars_1m (sinks/postgres/rebuild.ts, bars recomputed with BarAggregator).
+ * rebuild of ticks and bars_1m (sinks/postgres/rebuild.ts, bars recomputed with BarAggregator),
+ * or websocket clients of a replay server (sinks/ws/server.ts, the live publisher itself).
  * Each `write` resolves once the target can take more, so memory stays a few records.
  */
 import { once } from 'node:events';
 import { createWriteStream, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { destination, pino } from 'pino';
+import { destination, type Logger, pino } from 'pino';
 import { Registry } from 'prom-client';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import type { TickBatch } from '../codecs/tick-batch.js';
@@ -19,6 +20,7 @@ import {
   type RebuildRange,
 } from '../sinks/postgres/rebuild.js';
 import { RedisSink } from '../sinks/redis.js';
+import { WsServer } from '../sinks/ws/server.js';
 import { JournalBars } from './bar-replay.js';
 import type { Config } from './config.js';
 
@@ -34,6 +36,10 @@ export interface ReplayTarget {
   finish(): Promise<string>;
   /** Gives up after an error or an early stop, leaving nothing half done where it can. */
   abort(): Promise<void>;
+  /** Gets ready before the journal is read (the websocket server waits for its clients). */
+  start?(): Promise<void>;
+  /** Rejects when the replay is to stop early (a signal): paced waits race it. */
+  readonly stopped?: Promise<never>;
   /** Per partition: read no further than this offset (the Postgres loader's position). */
   readonly endOffsets?: ReadonlyMap<number, number>;
 }
@@ -376,4 +382,190 @@ export function slice(batch: TickBatch, from: number, to: number): TickBatch {
     volumeReal: batch.volumeReal.subarray(from, to),
     flags: batch.flags.subarray(from, to),
   };
+}
+
+/** A signal ended a replay early: the target is closed, the summary says so. */
+export class ReplayStopped extends Error {
+  constructor(
+    readonly signal: NodeJS.Signals,
+    /** What the summary line names after "to". */
+    readonly where: string,
+  ) {
+    super(`stopped by ${signal}`);
+  }
+}
+
+/** How often a websocket replay waiting for its clients' buffers looks again. */
+const WS_POLL_MS = 2;
+/** How often a websocket replay waiting for its clients to subscribe looks again. */
+const WS_CLIENTS_POLL_MS = 50;
+/** Binds only this host can reach (as serve's check before it warns about missing tokens). */
+const LOOPBACK = /^(127\.|::1$|localhost$)/;
+/** Exit status of a replay stopped by a signal (the shell's 128 + signal number). */
+const SIGNAL_STATUS: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+export const signalStatus = (signal: NodeJS.Signals): number => SIGNAL_STATUS[signal] ?? 1;
+
+export interface WsTargetOptions {
+  /** Subscribed clients to wait for before the first tick goes out. */
+  waitClients: number;
+  /** A client over its backpressure limit this long is left to the slow-consumer policy. */
+  stallMs: number;
+}
+
+/**
+ * A replay server for backtests: a WsServer (serve's protocol and options, no journal sessions)
+ * marked `replay`, publishing the range through its live path once `waitClients` clients have
+ * subscribed, so a live consumer pointed at it gets the history as it would live. Nobody loses
+ * ticks to conflation: each write waits while any client has more than half its backpressure
+ * limit unsent (the slow-consumer policy applies only to a client stuck there for `stallMs`). At the
+ * end every client's buffer drains, each gets `{"type":"replay_end","ticks":N}`, and the server
+ * closes. SIGINT/SIGTERM stop it at once (`stopped` rejects; the server closes on abort).
+ */
+export class WsTarget implements ReplayTarget {
+  readonly #server: WsServer;
+  readonly #url: string;
+  readonly #limit: number;
+  readonly #o: WsTargetOptions;
+  readonly #stopped: Promise<never>;
+  #signal: NodeJS.Signals | null = null;
+  readonly #onSignal = (signal: NodeJS.Signals) => {
+    this.#signal ??= signal;
+    this.#stop?.(new ReplayStopped(signal, this.#where));
+  };
+  #stop: ((err: ReplayStopped) => void) | null = null;
+  #ticks = 0;
+  #closed = false;
+  /** Clients left to the slow-consumer policy after a stall (see #belowLimit). */
+  readonly #givenUp = new WeakSet<object>();
+  readonly #logger: Logger;
+
+  static async open(config: Config, options: WsTargetOptions): Promise<WsTarget> {
+    const logger = pino({ name: 'tickstream-replay', level: config.logLevel }, destination(2));
+    if (config.wsTokens.length === 0 && !LOOPBACK.test(config.httpHost))
+      logger.warn(
+        { host: config.httpHost },
+        'the replay server listens beyond loopback WITHOUT tokens: anyone who reaches it can read the replayed ticks. Set --ws-tokens.',
+      );
+    const server = new WsServer({
+      host: config.httpHost,
+      port: config.httpPort,
+      ...(config.httpTlsCert ? { tls: { certFile: config.httpTlsCert, keyFile: config.httpTlsKey } } : {}),
+      tokens: config.wsTokens,
+      maxBackpressureBytes: config.wsMaxBackpressureBytes,
+      slowConsumerPolicy: config.wsSlowConsumerPolicy,
+      maxClients: config.wsMaxClients,
+      maxChannelsPerClient: config.wsMaxChannelsPerClient,
+      snapshotsPerTurn: config.wsSnapshotsPerTurn,
+      replay: true,
+      registry: new Registry(),
+      logger,
+    });
+    const port = await server.start();
+    const host = config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost;
+    const url = `${config.httpTlsCert ? 'wss' : 'ws'}://${host}:${port}/ws`;
+    process.stderr.write(`replay: serving ${url}\n`);
+    return new WsTarget(server, url, config.wsMaxBackpressureBytes, options, logger);
+  }
+
+  private constructor(
+    server: WsServer,
+    url: string,
+    limit: number,
+    options: WsTargetOptions,
+    logger: Logger,
+  ) {
+    this.#server = server;
+    this.#logger = logger;
+    this.#url = url;
+    // Half the limit: a write sends one message per symbol of a batch, the room left takes them
+    // all without one passing the limit (where the slow-consumer policy would apply).
+    this.#limit = Math.floor(limit / 2);
+    this.#o = options;
+    this.#stopped = new Promise<never>((_, reject) => {
+      this.#stop = reject;
+    });
+    // Nobody may be awaiting it when the signal comes: not an unhandled rejection.
+    this.#stopped.catch(() => undefined);
+    process.on('SIGINT', this.#onSignal);
+    process.on('SIGTERM', this.#onSignal);
+  }
+
+  get #where(): string {
+    return `websocket clients on ${this.#url}`;
+  }
+
+  /** Rejects with ReplayStopped once SIGINT or SIGTERM came. */
+  get stopped(): Promise<never> {
+    return this.#stopped;
+  }
+
+  async start(): Promise<void> {
+    const n = this.#o.waitClients;
+    process.stderr.write(`replay: waiting for ${n} client(s) to subscribe on ${this.#url}\n`);
+    while (this.#server.subscribedCount < n) await this.#pause(WS_CLIENTS_POLL_MS);
+  }
+
+  async write(batch: TickBatch): Promise<void> {
+    if (this.#signal) throw new ReplayStopped(this.#signal, this.#where);
+    await this.#belowLimit();
+    this.#server.write(batch);
+    this.#ticks += batch.length;
+  }
+
+  async finish(): Promise<string> {
+    await this.#belowLimit(0);
+    this.#server.broadcast({ type: 'replay_end', ticks: this.#ticks });
+    await this.#belowLimit(0);
+    await this.#close();
+    return this.#where;
+  }
+
+  async abort(): Promise<void> {
+    await this.#close();
+  }
+
+  async #close(): Promise<void> {
+    // A signal during finish's drain aborts after it: the server closes once.
+    if (this.#closed) return;
+    this.#closed = true;
+    process.off('SIGINT', this.#onSignal);
+    process.off('SIGTERM', this.#onSignal);
+    await this.#server.close(this.#signal ? `replay stopped by ${this.#signal}` : 'replay over');
+  }
+
+  /**
+   * Waits while a client has more than `most` bytes unsent. A client stuck over it for `stallMs`
+   * is waited for no more (the slow-consumer policy applies to it) until it is below again.
+   */
+  async #belowLimit(most = this.#limit): Promise<void> {
+    const since = new Map<object, number>();
+    for (;;) {
+      const now = performance.now();
+      let waiting = false;
+      for (const [client, bytes] of this.#server.buffered()) {
+        if (bytes <= most) {
+          this.#givenUp.delete(client);
+          continue;
+        }
+        if (this.#givenUp.has(client)) continue;
+        const from = since.get(client) ?? now;
+        since.set(client, from);
+        if (now - from < this.#o.stallMs) waiting = true;
+        else {
+          this.#givenUp.add(client);
+          this.#logger.warn(
+            { bytes, stallMs: this.#o.stallMs },
+            'a websocket client read too little for --ws-stall-ms: the replay goes on without waiting for it (wsSlowConsumerPolicy applies to it)',
+          );
+        }
+      }
+      if (!waiting) return;
+      await this.#pause();
+    }
+  }
+
+  async #pause(ms = WS_POLL_MS): Promise<void> {
+    await Promise.race([sleep(ms), this.#stopped]);
+  }
 }

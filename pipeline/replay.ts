@@ -1,11 +1,12 @@
 /**
  * `tickstream replay`: reads a range of the tick journal (`read_committed`) back and writes it
- * to stdout or a file (JSON lines or CSV), to the Redis live view, or rebuilds it in Postgres,
- * as fast as the target takes it or paced at N x the ticks' original spacing.
+ * to stdout or a file (JSON lines or CSV), to the Redis live view, rebuilds it in Postgres, or
+ * serves it to websocket clients as a replay server (serve's live protocol, marked replay), as
+ * fast as the target takes it or paced at N x the ticks' original spacing.
  *
  *   tickstream replay [--source IDS] [--symbol NAMES] [--from TIME] [--to TIME]
- *                     [--from-seq N --to-seq N] [--speed max|N] [--target stdout|redis|postgres]
- *                     [--format jsonl|csv] [--out FILE] [config flags]
+ *                     [--from-seq N --to-seq N] [--speed max|N] [--target stdout|redis|postgres|ws]
+ *                     [--format jsonl|csv] [--out FILE] [--ws-wait-clients N] [config flags]
  *
  * The range is the journal as it is when replay starts: each partition is read to the high
  * watermark queried then, so a replay always ends even while `serve` keeps appending. With
@@ -40,9 +41,12 @@ import {
   PostgresTarget,
   pick,
   RedisTarget,
+  ReplayStopped,
   type ReplayTarget,
   StreamTarget,
+  signalStatus,
   slice,
+  WsTarget,
 } from './replay-targets.js';
 
 /** Wall time one paced slice covers at most: the pacing's granularity. */
@@ -54,7 +58,7 @@ const PROGRESS_BAR_WIDTH = 24;
 export const REPLAY_COMMAND = {
   name: 'replay',
   summary:
-    'Read a range of the tick journal (read_committed, up to its end when replay starts) back: to stdout or a file as JSON lines or CSV, into the Redis live view, or rebuild it in Postgres; as fast as possible or paced.',
+    'Read a range of the tick journal (read_committed, up to its end when replay starts) back: to stdout or a file as JSON lines or CSV, into the Redis live view, rebuilt in Postgres, or served to websocket clients (a replay server for backtests); as fast as possible or paced.',
   flags: {
     source: { type: 'string', value: 'IDS', description: 'only these sources (comma list)' },
     symbol: { type: 'string', value: 'NAMES', description: 'only these symbols (comma list)' },
@@ -91,10 +95,27 @@ export const REPLAY_COMMAND = {
     },
     target: {
       type: 'string',
-      choices: ['stdout', 'redis', 'postgres'],
+      choices: ['stdout', 'redis', 'postgres', 'ws'],
       default: 'stdout',
       description:
-        'stdout (or --out FILE); redis: the live streams and quotes under --redis-key-prefix (entries already there are refused); postgres: rebuild ticks and bars_1m in --postgres-schema in one transaction',
+        'stdout (or --out FILE); redis: the live streams and quotes under --redis-key-prefix (entries already there are refused); postgres: rebuild ticks and bars_1m in --postgres-schema in one transaction; ws: a replay server on --http-host/--http-port publishing to its websocket clients as serve does live',
+    },
+    'ws-wait-clients': {
+      type: 'number',
+      integer: true,
+      min: 1,
+      value: 'N',
+      default: 1,
+      description: 'ws: start once N clients have subscribed',
+    },
+    'ws-stall-ms': {
+      type: 'number',
+      integer: true,
+      min: 1,
+      value: 'MS',
+      default: 30_000,
+      description:
+        'ws: a client with more than half of wsMaxBackpressureBytes unsent this long is no longer waited for (wsSlowConsumerPolicy applies to it)',
     },
     format: {
       type: 'string',
@@ -110,11 +131,13 @@ export const REPLAY_COMMAND = {
     'tickstream replay --source terminal1 --from-seq 1000 --to-seq 2000',
     'tickstream replay --from 2024-03-01T12:00:00Z --to 2024-03-01T13:00:00Z --speed 60',
     'tickstream replay --target redis --redis-key-prefix rebuilt --from 2024-03-01T00:00:00Z',
+    'tickstream replay --target ws --http-port 5002 --ws-wait-clients 2 --from 2024-03-01T00:00:00Z --to 2024-03-02T00:00:00Z --speed 10',
     'tickstream replay --target postgres --postgres-schema research --from 2024-03-01T00:00:00Z --to 2024-03-02T00:00:00Z',
   ],
   notes: [
     'Each source comes in seq order. At --speed max sources are interleaved as read; paced, they are merged by tick time. Times are the tick time (UTC), not the time it was journaled.',
     'A progress bar with an ETA is drawn on stderr when it is a terminal; the summary line always goes to stderr.',
+    'ws: tick messages (JSON) and the subscribed answer carry "replay":true; every client gets {"type":"replay_end","ticks":N} at the end, then the server closes. Nobody loses ticks to conflation: writes wait for slow clients.',
     'postgres: only what the loader (--loader-group-id) has loaded already is rebuilt; --from-seq/--to-seq and --speed N do not apply.',
   ],
 } as const satisfies CommandSpec;
@@ -337,7 +360,7 @@ export async function replayMain(argv: string[]): Promise<number> {
   if (!parsed) return 0;
   const range = rangeOf(parsed.flags);
   const speed = parseSpeed(parsed.flags.speed as string);
-  const targetName = parsed.flags.target as 'stdout' | 'redis' | 'postgres';
+  const targetName = parsed.flags.target as 'stdout' | 'redis' | 'postgres' | 'ws';
   const format = parsed.flags.format as Format;
   if (targetName !== 'stdout' && parsed.flags.out !== undefined)
     throw usage(`--out writes stdout's lines to a file: it does not go with --target ${targetName}`);
@@ -363,7 +386,12 @@ export async function replayMain(argv: string[]): Promise<number> {
             symbols: range.symbols ? [...range.symbols] : null,
             barsFromMs: Math.ceil(range.fromMs / MINUTE_MS) * MINUTE_MS,
           })
-        : StreamTarget.open(parsed.flags.out, format, usage);
+        : targetName === 'ws'
+          ? await WsTarget.open(config, {
+              waitClients: parsed.flags['ws-wait-clients'] as number,
+              stallMs: parsed.flags['ws-stall-ms'] as number,
+            })
+          : StreamTarget.open(parsed.flags.out, format, usage);
   const tty = process.stderr.isTTY === true;
   const progress = new Progress();
   const pacer = new Pacer(speed);
@@ -372,13 +400,15 @@ export async function replayMain(argv: string[]): Promise<number> {
   const written = new Map<string, number>();
   let ticks = 0;
   let closed = false;
+  let stoppedBy: NodeJS.Signals | null = null;
   let where = '';
   const draw = () => {
     const line = tty ? progress.line(ticks) : null;
     if (line) process.stderr.write(`\r\x1b[K${line}`);
   };
   const emit = async ({ batch, partition, doneOffset }: Slice) => {
-    await pacer.wait(batch.utcMsc[0] as number);
+    const due = pacer.wait(batch.utcMsc[0] as number);
+    await (target.stopped ? Promise.race([due, target.stopped]) : due);
     await target.write(batch);
     ticks += batch.length;
     written.set(batch.source, (written.get(batch.source) ?? 0) + batch.length);
@@ -390,6 +420,7 @@ export async function replayMain(argv: string[]): Promise<number> {
     for (let s = merge.next(); s; s = merge.next()) await emit(s);
   };
   try {
+    await target.start?.();
     await readJournal({
       brokers: config.kafkaBrokers,
       security: kafkaSecurityOf(config),
@@ -440,16 +471,21 @@ export async function replayMain(argv: string[]): Promise<number> {
     where = await target.finish();
   } catch (err) {
     await target.abort();
-    if (!(err instanceof OutputClosed)) throw err;
-    closed = true;
-    where = 'stdout';
+    if (err instanceof ReplayStopped) {
+      stoppedBy = err.signal;
+      where = err.where;
+    } else if (err instanceof OutputClosed) {
+      closed = true;
+      where = 'stdout';
+    } else throw err;
   } finally {
     if (tty) process.stderr.write('\r\x1b[K');
   }
   const names = [...written.keys()];
   const shown = names.length > 10 ? `${names.slice(0, 10).join(', ')}, …` : names.join(', ');
   process.stderr.write(
-    `replay: ${ticks} ticks written from ${names.length} source(s)${names.length ? ` (${shown})` : ''} in ${progress.seconds().toFixed(1)} s to ${where}${closed ? ' (the reader closed it early)' : ''}\n`,
+    `replay: ${ticks} ticks written from ${names.length} source(s)${names.length ? ` (${shown})` : ''} in ${progress.seconds().toFixed(1)} s to ${where}${closed ? ' (the reader closed it early)' : ''}${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}\n`,
   );
-  return 0;
+  // Stopped by a signal: the shell's status for it, and at once (a paced wait may still be pending).
+  return stoppedBy ? signalStatus(stoppedBy) : 0;
 }

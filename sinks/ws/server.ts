@@ -68,6 +68,11 @@ export interface WsServerOptions {
   logger: Logger;
   /** Replay and resume from the tick journal; without it those ops are refused. */
   journal?: JournalSessionOptions;
+  /**
+   * A replay server (`tickstream replay --target ws`): tick, snapshot and `subscribed` messages
+   * carry `"replay":true` (JSON; a FlatBuffers tick frame has no room for it).
+   */
+  replay?: boolean;
   /** Fault injection (tests): throws at `ws-message` to prove a handler's exception stays its client's. */
   failPoint?: (name: string) => void;
 }
@@ -568,6 +573,42 @@ export class WsServer {
     return this.#clients.size;
   }
 
+  /** Clients holding at least one channel (a replay server waits for these). */
+  get subscribedCount(): number {
+    let n = 0;
+    for (const ws of this.#clients) if (ws.getUserData().channels.size > 0) n++;
+    return n;
+  }
+
+  /**
+   * Unsent bytes of each open client, keyed by an object that stands for the client while it is
+   * connected (a replay server waits while one is over the limit).
+   */
+  buffered(): Map<object, number> {
+    const out = new Map<object, number>();
+    for (const ws of this.#clients) {
+      const c = ws.getUserData();
+      if (!c.closed) out.set(c, ws.getBufferedAmount());
+    }
+    return out;
+  }
+
+  /** Sends one JSON message to every client (a replay server's `replay_end`). */
+  broadcast(message: Record<string, unknown>): void {
+    const json = JSON.stringify(message);
+    let sent = 0;
+    for (const ws of this.#clients) {
+      if (ws.getUserData().closed) continue;
+      ws.send(json, false);
+      sent++;
+    }
+    this.#m.messages.inc(sent);
+  }
+
+  #tickMessage(batch: TickBatch, symbol: string, idx: number[], type = 'ticks', skipped = 0): string {
+    return tickMessage(batch, symbol, idx, type, skipped, this.#o.replay === true);
+  }
+
   write(batch: TickBatch): void {
     if (batch.length) this.#lastLiveSeq.set(batch.source, batch.seq[batch.length - 1] as number);
     if (this.#clients.size === 0) {
@@ -590,7 +631,7 @@ export class WsServer {
       const symbol = batch.symbols[sym] as string;
       const key = `${batch.source}:${symbol}`;
       // Encoded to bytes once: uWS would convert a string again for every client.
-      const json = Buffer.from(tickMessage(batch, symbol, idx));
+      const json = Buffer.from(this.#tickMessage(batch, symbol, idx));
       let binary: Uint8Array | null = null;
       const pair = latestKey(batch.source, symbol);
       // The snapshot a client subscribed for, as it stood before this slice (sent first below).
@@ -598,7 +639,7 @@ export class WsServer {
       this.#setLatest(
         batch.source,
         symbol,
-        tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
+        this.#tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
       );
       let sent = 0;
       for (const ws of this.#clients) {
@@ -731,7 +772,7 @@ export class WsServer {
     for (let i = 0; i < batch.length; i++) lastOf.set(batch.symbolIndex[i] as number, i);
     for (const [sym, i] of lastOf) {
       const symbol = batch.symbols[sym] as string;
-      this.#setLatest(batch.source, symbol, tickMessage(batch, symbol, [i], 'snapshot'));
+      this.#setLatest(batch.source, symbol, this.#tickMessage(batch, symbol, [i], 'snapshot'));
     }
   }
 
@@ -747,7 +788,7 @@ export class WsServer {
     // All but the newest tick of this slice are skipped, and so is the tick held back before it.
     const more = idx.length - 1 + (prev ? 1 : 0);
     const skipped = (prev?.skipped ?? 0) + more;
-    c.conflated.set(key, { json: tickMessage(batch, symbol, [last], 'ticks', skipped), skipped });
+    c.conflated.set(key, { json: this.#tickMessage(batch, symbol, [last], 'ticks', skipped), skipped });
     this.#m.conflated.inc(more);
   }
 
@@ -825,7 +866,15 @@ export class WsServer {
     }
     for (const ch of fresh) c.channels.add(ch);
     this.#m.channels.inc(fresh.size);
-    ws.send(JSON.stringify({ type: 'subscribed', channels, total: c.channels.size }), false);
+    ws.send(
+      JSON.stringify({
+        type: 'subscribed',
+        channels,
+        total: c.channels.size,
+        ...(this.#o.replay ? { replay: true } : {}),
+      }),
+      false,
+    );
     if (m.data.op === 'resume') {
       // No snapshots: the catch-up brings every tick after the client's last one instead.
       this.#startResume(ws, c, m.data.after);
@@ -1070,7 +1119,14 @@ function tokenOf(query: URLSearchParams, authorization: string): string {
 
 const nan = (v: number) => (Number.isNaN(v) ? null : v);
 
-function tickMessage(batch: TickBatch, symbol: string, idx: number[], type = 'ticks', skipped = 0): string {
-  const extra = skipped ? `,"conflated":true,"skipped":${skipped}` : '';
+function tickMessage(
+  batch: TickBatch,
+  symbol: string,
+  idx: number[],
+  type: string,
+  skipped: number,
+  replay: boolean,
+): string {
+  const extra = `${replay ? ',"replay":true' : ''}${skipped ? `,"conflated":true,"skipped":${skipped}` : ''}`;
   return `{"type":"${type}","source":${JSON.stringify(batch.source)},"symbol":${JSON.stringify(symbol)},"rt":${batch.receivedAtMs}${extra},"ticks":[${tickObjects(batch, idx)}]}`;
 }

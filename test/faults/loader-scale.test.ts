@@ -163,7 +163,8 @@ it('three loaders, one killed mid-COPY, one added, while terminals stream: ticks
   const sources = sims.length;
 
   const verify = await runCli(verifyArgs(names, 150), {}, 200_000);
-  expect(verify.code, `verify said:\n${verify.output}\nloader d said:\n${d.output()}`).toBe(0);
+  const said = [a, b, c, d].map((p, i) => `loader ${'abcd'[i]} said:\n${p.output()}`).join('\n');
+  expect(verify.code, `verify said:\n${verify.output}\n${said}`).toBe(0);
   expect(verify.output).toContain(`all ${sources} source(s) whole`);
   const s = `"${names.schema}"`;
   expect(await rows()).toBe(total);

@@ -48,6 +48,12 @@ describe('a command line the CLI cannot take: exit 2 and the flag named', () => 
     [['verify', '--wait-postgres', 'soon'], "--wait-postgres expects a number, got 'soon'"],
     [['serve', '--ingress-port', 'abc'], 'ingressPort (--ingress-port, TICKSTREAM_INGRESS_PORT)'],
     [['sim'], 'give --file PATH or --synthetic'],
+    [['replay', '--target', 'websocket'], '--target must be one of stdout, redis, postgres, ws'],
+    [['replay', '--target', 'ws', '--ws-wait-clients', '0'], "--ws-wait-clients must be at least 1, got '0'"],
+    [
+      ['replay', '--target', 'ws', '--out', 'x.jsonl'],
+      "--out writes stdout's lines to a file: it does not go with --target ws",
+    ],
   ])('%j', async (args, message) => {
     const r = await runCli(args, {}, 30_000);
     expect(r.code, r.output).toBe(2);
