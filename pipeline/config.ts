@@ -452,3 +452,18 @@ export function configKeys(): {
     description: schema.description ?? '',
   }));
 }
+
+/** The websocket server's settings from the config: the same for serve and replay's server. */
+export function wsServerSettings(config: Config) {
+  return {
+    host: config.httpHost,
+    port: config.httpPort,
+    ...(config.httpTlsCert ? { tls: { certFile: config.httpTlsCert, keyFile: config.httpTlsKey } } : {}),
+    tokens: config.wsTokens,
+    maxBackpressureBytes: config.wsMaxBackpressureBytes,
+    slowConsumerPolicy: config.wsSlowConsumerPolicy,
+    maxClients: config.wsMaxClients,
+    maxChannelsPerClient: config.wsMaxChannelsPerClient,
+    snapshotsPerTurn: config.wsSnapshotsPerTurn,
+  };
+}

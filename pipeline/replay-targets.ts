@@ -22,7 +22,7 @@ import {
 import { RedisSink } from '../sinks/redis.js';
 import { WsServer } from '../sinks/ws/server.js';
 import { JournalBars } from './bar-replay.js';
-import type { Config } from './config.js';
+import { type Config, wsServerSettings } from './config.js';
 
 export interface ReplayTarget {
   /**
@@ -448,15 +448,7 @@ export class WsTarget implements ReplayTarget {
         'the replay server listens beyond loopback WITHOUT tokens: anyone who reaches it can read the replayed ticks. Set --ws-tokens.',
       );
     const server = new WsServer({
-      host: config.httpHost,
-      port: config.httpPort,
-      ...(config.httpTlsCert ? { tls: { certFile: config.httpTlsCert, keyFile: config.httpTlsKey } } : {}),
-      tokens: config.wsTokens,
-      maxBackpressureBytes: config.wsMaxBackpressureBytes,
-      slowConsumerPolicy: config.wsSlowConsumerPolicy,
-      maxClients: config.wsMaxClients,
-      maxChannelsPerClient: config.wsMaxChannelsPerClient,
-      snapshotsPerTurn: config.wsSnapshotsPerTurn,
+      ...wsServerSettings(config),
       replay: true,
       registry: new Registry(),
       logger,

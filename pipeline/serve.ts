@@ -17,7 +17,7 @@ import { PostgresLoader } from '../sinks/postgres/loader.js';
 import { RedisSink } from '../sinks/redis.js';
 import { RedisHealWriter } from '../sinks/redis-heal.js';
 import { WsServer } from '../sinks/ws/server.js';
-import { type Config, kafkaSecurityOf } from './config.js';
+import { type Config, kafkaSecurityOf, wsServerSettings } from './config.js';
 import { crashPointFromEnv, failPointFromEnv, slowPointFromEnv } from './faults.js';
 import { HISTORY_PATHS, historyRoutes } from './history-api.js';
 import { Ingest, type LiveSink } from './ingest.js';
@@ -168,15 +168,7 @@ export async function serve(config: Config, options: ServeOptions = {}): Promise
     live.push(redis);
   }
   const ws = new WsServer({
-    host: config.httpHost,
-    port: config.httpPort,
-    ...(config.httpTlsCert ? { tls: { certFile: config.httpTlsCert, keyFile: config.httpTlsKey } } : {}),
-    tokens: config.wsTokens,
-    maxBackpressureBytes: config.wsMaxBackpressureBytes,
-    slowConsumerPolicy: config.wsSlowConsumerPolicy,
-    maxClients: config.wsMaxClients,
-    maxChannelsPerClient: config.wsMaxChannelsPerClient,
-    snapshotsPerTurn: config.wsSnapshotsPerTurn,
+    ...wsServerSettings(config),
     journal: {
       open: () =>
         openRangeCursor({

@@ -37,7 +37,15 @@ const files = [
 
 const loader = (instance: string, env: Record<string, string> = {}) => {
   const p = startCli(
-    [...loaderArgs(names, KAFKA_BROKERS, instance), '--loader-max-batch-ticks', '2000'],
+    // The files are years old: a loader that joins runs the Postgres retention at its start and
+    // would drop their days (older than --postgres-retention-days) under the others' feet.
+    [
+      ...loaderArgs(names, KAFKA_BROKERS, instance),
+      '--loader-max-batch-ticks',
+      '2000',
+      '--postgres-retention-days',
+      '36500',
+    ],
     env,
   );
   started.push(p);
