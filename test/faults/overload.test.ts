@@ -117,6 +117,13 @@ describe('overload for 60 s: slow journal, then a hung live sink too', () => {
     expect(max('redisQueued')).toBeLessThanOrEqual(limits.redisQueued);
     expect(max('journalBytes')).toBeLessThanOrEqual(limits.journalBytes * 1.1);
     expect(lastPeak).toBeLessThanOrEqual(firstPeak + 64);
+    // The slowed journal still holds accepted ticks when the terminal is killed: they commit first
+    // (else they would commit in the shutdown drain, after the loader below stopped at an older end).
+    const drained = await waitFor(async () => {
+      const m = await metrics(serve.httpPort);
+      return m.get('tickstream_queued_ticks') === 0 && m.get('tickstream_journal_queued_bytes') === 0;
+    }, 180_000);
+    expect(drained, 'the journal did not commit what it had accepted within 180 s').toBe(true);
     // The loader runs inside this serve: let it reach the journal's end before stopping it (millions
     // of rows; on a busy machine that takes longer than the load itself).
     const caughtUp = await waitFor(async () => {
