@@ -117,25 +117,19 @@ describe('overload for 60 s: slow journal, then a hung live sink too', () => {
     expect(max('redisQueued')).toBeLessThanOrEqual(limits.redisQueued);
     expect(max('journalBytes')).toBeLessThanOrEqual(limits.journalBytes * 1.1);
     expect(lastPeak).toBeLessThanOrEqual(firstPeak + 64);
-    // The slowed journal still holds accepted ticks when the terminal is killed: they commit first
-    // (else they would commit in the shutdown drain, after the loader below stopped at an older end).
+    // The slowed journal still holds accepted ticks when the terminal is killed: they commit first,
+    // so verify below compares a journal that no longer grows.
     const drained = await waitFor(async () => {
       const m = await metrics(serve.httpPort);
       return m.get('tickstream_queued_ticks') === 0 && m.get('tickstream_journal_queued_bytes') === 0;
     }, 180_000);
     expect(drained, 'the journal did not commit what it had accepted within 180 s').toBe(true);
-    // The loader runs inside this serve: let it reach the journal's end before stopping it (millions
-    // of rows; on a busy machine that takes longer than the load itself).
-    const caughtUp = await waitFor(async () => {
-      const status = (await (await fetch(`http://127.0.0.1:${serve.httpPort}/status`)).json()) as {
-        loader?: { lagRecords: number | null }[];
-      };
-      return (status.loader ?? []).length > 0 && (status.loader ?? []).every((p) => p.lagRecords === 0);
-    }, 180_000);
-    expect(caughtUp, 'the loader did not reach the journal end within 180 s').toBe(true);
-    expect(await serve.stop()).toBe(0);
-    // Everything Kafka accepted is whole (the terminal was killed: its un-ACKed rest was never accepted).
-    const v = await runCli([...verifyArgs(names, 120)], {}, 180_000);
+    // Everything Kafka accepted is whole in Kafka, and in Postgres once the loader inside this
+    // serve has loaded it (the terminal was killed: its un-ACKed rest was never accepted). verify
+    // waits for Postgres while serve and its loader still run: millions of rows, which on a busy
+    // machine take longer than the load itself.
+    const v = await runCli([...verifyArgs(names, 240)], {}, 300_000);
     expect(v.code, v.output).toBe(0);
+    expect(await serve.stop()).toBe(0);
   }, 540_000);
 });
