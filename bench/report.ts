@@ -67,16 +67,25 @@ export interface E2eLevel {
   cpu_pct?: Record<string, number>;
   peak_rss_mb: Record<string, number>;
   bridge_vmhwm_mb?: number;
+  /** Bridge utime+stime over the whole level (sending and every sink's catch-up) ÷ ticks, µs. */
+  bridge_cpu_us_per_tick?: number;
   diagnostics?: Record<string, number>;
   notes?: string[];
 }
 
+/** A target of the e2e sweep alone (results before issue 18; now `BenchRun.targets`). */
 export interface E2eTarget {
   name: string;
   target: string;
   measured: string;
   /** null: this run did not measure it. */
   met: boolean | null;
+}
+
+/** One row of issue 18's target table, from every part that ran (bench/targets.ts). */
+export interface Target extends E2eTarget {
+  /** The figure issue 18 started from, for the before/after table. */
+  before: string;
 }
 
 /** `tickstream replay --speed max` to one target, beside the same sink's live figure. */
@@ -105,6 +114,8 @@ export interface BenchRun {
     notes?: string[];
   };
   replay?: { figures: ReplayFigure[]; method: Record<string, string> };
+  /** Issue 18's targets, each met, missed or not measured by this run. */
+  targets?: Target[];
   notes: string[];
 }
 
@@ -163,7 +174,7 @@ export function markdown(run: BenchRun): string {
   }
   if (run.e2e) {
     lines.push(
-      '| e2e load | achieved ticks/s | ticks (s) | zero loss | → Kafka ack p50/p99/p99.9/max (ms)¹ | → Redis p50/p99/p99.9/max (ms)¹ | → ws client p50/p99/p99.9/max (ms)² | CPU % bridge / sim / ws client / machine³ | peak RSS bridge / sim / ws client |',
+      '| e2e load | achieved ticks/s | ticks (s) | zero loss | → Kafka ack p50/p99/p99.9/max (ms)⁴ | → Redis p50/p99/p99.9/max (ms)¹ | → ws client p50/p99/p99.9/max (ms)² | CPU % bridge / sim / ws client / machine³ | peak RSS bridge / sim / ws client |',
     );
     lines.push('|---|---:|---:|---|---|---|---|---|---|');
     const num = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(0));
@@ -190,17 +201,18 @@ export function markdown(run: BenchRun): string {
     for (const l of run.e2e.levels) {
       const cpu = l.cpu_pct ?? {};
       lines.push(
-        `| ${l.target_ticks_per_s === 'max' ? 'max' : `${fmt(l.target_ticks_per_s)}/s`} | ${fmt(l.achieved_ticks_per_s)} | ${fmt(l.sent)}${l.duration_s !== undefined ? ` (${l.duration_s.toFixed(1)} s)` : ''} | ${loss(l)} | ${lat(l, 'kafka')} | ${lat(l, 'redis')} | ${lat(l, 'ws')} | ${l.cpu_pct ? `${num(cpu['bridge'])} / ${num(cpu['sim'])} / ${num(cpu['ws_client'])} / ${num(cpu['machine'])}` : `${(l.cpu_s['bridge'] ?? 0).toFixed(1)} s`} | ${num(l.peak_rss_mb['bridge'])} / ${num(l.peak_rss_mb['sim'])} / ${num(l.peak_rss_mb['ws_client'])} MB |`,
+        `| ${l.target_ticks_per_s === 'max' ? 'max' : `${fmt(l.target_ticks_per_s)}/s`} | ${fmt(l.achieved_ticks_per_s)} | ${fmt(l.sent)}${l.duration_s !== undefined ? ` (${l.duration_s.toFixed(1)} s)` : ''} | ${loss(l)} | ${l.latency_ms['kafka_ack'] ? lat(l, 'kafka_ack') : `${lat(l, 'kafka')}¹`} | ${lat(l, 'redis')} | ${lat(l, 'ws')} | ${l.cpu_pct ? `${num(cpu['bridge'])} / ${num(cpu['sim'])} / ${num(cpu['ws_client'])} / ${num(cpu['machine'])}` : `${(l.cpu_s['bridge'] ?? 0).toFixed(1)} s`} | ${num(l.peak_rss_mb['bridge'])} / ${num(l.peak_rss_mb['sim'])} / ${num(l.peak_rss_mb['ws_client'])} MB |`,
       );
     }
     lines.push(
       '',
-      "¹ estimated from the bridge's Prometheus histogram buckets (delta over the level, one observation per batch); ² measured per tick by a separate websocket client process (HDR histogram); ³ % of one core over the sending window, machine = all cores (includes other users of the machine).",
+      "¹ estimated from the bridge's Prometheus histogram buckets (delta over the level, one observation per batch); ² measured per tick by a separate websocket client process (HDR histogram); ³ % of one core over the sending window, machine = all cores (includes other users of the machine); ⁴ send → ACK per tick in the sim (HDR histogram): an upper bound of receipt → ACK, it adds the loopback hop both ways (¹ where a run has only the bucket estimate).",
       '',
       `Highest zero-loss load: **${fmt(run.e2e.e2e_ticks_per_s)} ticks/s**`,
       '',
     );
-    if (run.e2e.targets?.length) {
+    // Results from before issue 18 kept their targets here.
+    if (!run.targets && run.e2e.targets?.length) {
       lines.push('| target | goal | measured | |', '|---|---|---|---|');
       for (const t of run.e2e.targets)
         lines.push(
@@ -223,6 +235,14 @@ export function markdown(run: BenchRun): string {
       );
     lines.push('');
     for (const [k, v] of Object.entries(run.replay.method)) lines.push(`- replay ${k}: ${v}`);
+    lines.push('');
+  }
+  if (run.targets?.length) {
+    lines.push('| issue 18 target | goal | before (issue 18) | measured | status |', '|---|---|---|---|---|');
+    for (const t of run.targets)
+      lines.push(
+        `| ${t.name} | ${t.target} | ${t.before} | ${t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**MISSED**'} |`,
+      );
     lines.push('');
   }
   for (const n of run.notes) lines.push(`- ${n}`);
@@ -271,11 +291,13 @@ export function chart(run: BenchRun): string {
   // p99 latency, log scale from 0.01 ms.
   const series = [
     { key: 'ws', name: 'ws client', color: '#ee854a' },
-    { key: 'kafka', name: 'Kafka ack*', color: '#6acc64' },
+    { key: 'kafka', name: 'Kafka ack', color: '#6acc64' },
     { key: 'redis', name: 'Redis*', color: '#956cb4' },
   ];
   const x0 = 2 * pad + panelW;
-  const p99 = (l: E2eLevel, k: string) => l.latency_ms[k]?.p99 ?? Number.NaN;
+  // Kafka: per tick from the sim where the run has it, else the bucket estimate.
+  const p99 = (l: E2eLevel, k: string) =>
+    (k === 'kafka' ? (l.latency_ms['kafka_ack'] ?? l.latency_ms[k]) : l.latency_ms[k])?.p99 ?? Number.NaN;
   const all = levels.flatMap((l) => series.map((s) => p99(l, s.key))).filter((v) => v > 0);
   const lo = 0.01;
   const hi = Math.max(1, ...all);
@@ -318,7 +340,7 @@ export function chart(run: BenchRun): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
     ...parts,
-    `<text x="${pad}" y="${h - 6}" font-size="10">${run.machine.cpus} cores, Node ${run.machine.node}, ${run.started_at}; * estimated from the bridge's histogram buckets; ws client measured per tick</text>`,
+    `<text x="${pad}" y="${h - 6}" font-size="10">${run.machine.cpus} cores, Node ${run.machine.node}, ${run.started_at}; Kafka ack: send → ACK per tick in the sim; * estimated from the bridge's histogram buckets; ws client measured per tick</text>`,
     '</svg>',
   ].join('\n');
 }

@@ -21,6 +21,7 @@ import {
   markdown,
   regressions,
 } from './report.js';
+import { evaluateTargets, targetLines } from './targets.js';
 import type { MicroBench } from './types.js';
 
 const here = new URL('.', import.meta.url);
@@ -36,6 +37,7 @@ const microModules = [
   './codecs/files.js',
   './codecs/flat-record.js',
   './codecs/pg-copy.js',
+  './codecs/live-views.js',
   './pipeline/decode-pool.js',
   './client/decode.js',
 ];
@@ -199,8 +201,11 @@ async function main(argv: string[]): Promise<number> {
       run.notes.push(`replay not run: ${(err as Error).message}`);
     }
   }
+  run.targets = evaluateTargets(run, quick);
   const table = markdown(run);
   process.stdout.write(`${table}\n`);
+  log(`\nissue 18 targets${quick ? ' (--quick: short levels, figures not to quote)' : ''}:`);
+  for (const line of targetLines(run.targets)) log(`  ${line}`);
   const stamp = run.started_at.replace(/[:.]/g, '-');
   writeFileSync(`${resultsDir}${stamp}.json`, JSON.stringify(run, null, 2));
   writeFileSync(`${resultsDir}latest.json`, JSON.stringify(run, null, 2));

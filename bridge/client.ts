@@ -49,6 +49,10 @@ export interface ClientOptions {
   /** Drop all memory (an EA restart) after this many ticks are ACKed, once. */
   restartAfterAcked?: number;
   onProgress?: (s: ClientStats) => void;
+  /** Bench aid: ticks firstSeq … firstSeq+count−1 just went out (resends too). */
+  onSent?: (firstSeq: number, count: number) => void;
+  /** Bench aid: an ACK came in for everything up to ackedSeq. */
+  onAcked?: (ackedSeq: number) => void;
   /** Test aid: the n-th TICKS frame is "lost in transit" once (not sent), so the bridge sees a gap. */
   dropFrame?: number;
   /**
@@ -344,6 +348,7 @@ export class BridgeClient {
           this.stats.acked = a.ackedSeq - this.#firstSeq + 1;
         }
         this.#capture.ack(a.ackedSeq);
+        this.#o.onAcked?.(a.ackedSeq);
         this.#creditLimit = Math.max(this.#creditLimit, a.creditLimit);
         this.#maybeRestart(socket);
         this.#pump();
@@ -448,6 +453,7 @@ export class BridgeClient {
           MessageType.TICKS,
           msg.encodeTicks({ symbolId: symbol + 1, firstSeq: first, count: n }, this.#structs(first, n)),
         );
+      this.#o.onSent?.(first, n);
       this.stats.sent += n;
       if (first <= this.#highestSent) this.stats.resent += Math.min(n, this.#highestSent - first + 1);
       this.#highestSent = Math.max(this.#highestSent, first + n - 1);

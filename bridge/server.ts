@@ -74,6 +74,8 @@ export class Session {
   ackedSeq = 0;
   creditLimit = 0;
   readonly symbols = new Map<number, string>();
+  /** Price digits by symbol name, as the EA's SYMBOLS said. */
+  readonly digits = new Map<string, number>();
   hello: msg.Hello | null = null;
   /** HELLO_ACK went out: ACKs may follow (never before it). */
   helloAcked = false;
@@ -345,6 +347,7 @@ export class IngressServer {
         const err =
           defs instanceof TickstreamError ? defs : msg.mergeSymbols(s.symbols, defs, this.#o.maxSymbols);
         if (err) this.#reject(s, err.code, err.message);
+        else for (const d of defs as msg.SymbolDef[]) s.digits.set(d.name, d.digits);
         return;
       }
       case MessageType.TICKS:

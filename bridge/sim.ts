@@ -4,7 +4,7 @@
  * EA's timer (TickCapture) and streams it to the bridge with BridgeClient — the same
  * handshake, credit, ACK, RESEND, reconnect and resume paths a real EA takes.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { createServerClock } from '../codecs/server-clock.js';
@@ -33,6 +33,8 @@ export interface SimOptions {
   /** A slow terminal: the first history read of each symbol blocks the simulated EA this long. */
   historyDelayMs?: number;
   onProgress?: (s: ClientStats, total: number) => void;
+  /** Bench aid: told of every frame sent and every ACK (see `AckLatency`). */
+  ackLatency?: AckLatency;
 }
 
 export interface SimSummary extends ClientStats {
@@ -113,12 +115,104 @@ export function syntheticSymbols(
   });
 }
 
+type Histogram = ReturnType<typeof import('hdr-histogram-js')['build']>;
+
+/** Send → ACK latency over a run, in milliseconds (`--latency-out`). */
+export interface AckLatencySummary {
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  min: number;
+  /** Ticks: every tick counts once. */
+  n: number;
+  method: string;
+}
+
+/**
+ * Latency from sending a tick to the ACK that covers it, per tick, for the bench: each frame's
+ * send time waits in a queue until ACKs cover its seqs, then every tick of it is recorded (µs,
+ * HDR histogram, 3 significant digits). A tick counts from its first sending; a resend does not
+ * reset it. It is an upper bound of the bridge's receipt → ACK: it adds the loopback hop both
+ * ways and this process's event loop. hdr-histogram-js is a dev dependency, so it is loaded
+ * only when asked for (`AckLatency.create`).
+ */
+export class AckLatency {
+  readonly #hist: Histogram;
+  /** Frames sent and not yet fully ACKed: first seq, ticks, performance.now() at sending. */
+  readonly #first: number[] = [];
+  readonly #count: number[] = [];
+  readonly #at: number[] = [];
+  #head = 0;
+  #highestSent = 0;
+
+  private constructor(hist: Histogram) {
+    this.#hist = hist;
+  }
+
+  static async create(): Promise<AckLatency> {
+    const hdr = (await import('hdr-histogram-js')).default;
+    return new AckLatency(hdr.build({ lowestDiscernibleValue: 1, numberOfSignificantValueDigits: 3 }));
+  }
+
+  sent(first: number, count: number): void {
+    const last = first + count - 1;
+    if (last <= this.#highestSent) return;
+    const from = Math.max(first, this.#highestSent + 1);
+    this.#first.push(from);
+    this.#count.push(last - from + 1);
+    this.#at.push(performance.now());
+    this.#highestSent = last;
+  }
+
+  acked(ackedSeq: number): void {
+    const now = performance.now();
+    while (this.#head < this.#first.length) {
+      const first = this.#first[this.#head] as number;
+      if (first > ackedSeq) break;
+      const count = this.#count[this.#head] as number;
+      const covered = Math.min(count, ackedSeq - first + 1);
+      const us = Math.max(0, Math.round((now - (this.#at[this.#head] as number)) * 1000));
+      this.#hist.recordValueWithCount(us, covered);
+      if (covered < count) {
+        this.#first[this.#head] = first + covered;
+        this.#count[this.#head] = count - covered;
+        break;
+      }
+      this.#head++;
+    }
+    // Drop what is done now and then, so the queue stays the size of what is in flight.
+    if (this.#head > 4096 && this.#head * 2 > this.#first.length) {
+      this.#first.splice(0, this.#head);
+      this.#count.splice(0, this.#head);
+      this.#at.splice(0, this.#head);
+      this.#head = 0;
+    }
+  }
+
+  summary(): AckLatencySummary {
+    const h = this.#hist;
+    const ms = (us: number) => us / 1000;
+    return {
+      p50: ms(h.getValueAtPercentile(50)),
+      p99: ms(h.getValueAtPercentile(99)),
+      p999: ms(h.getValueAtPercentile(99.9)),
+      max: ms(h.maxValue),
+      min: ms(h.totalCount ? h.minNonZeroValue : 0),
+      n: h.totalCount,
+      method:
+        'sim: send → ACK per tick (HDR); an upper bound of bridge receipt → ACK (adds the loopback hop both ways)',
+    };
+  }
+}
+
 export async function runSim(o: SimOptions): Promise<SimSummary> {
   const clock = createServerClock(o.serverTz);
   const first = Math.min(
     ...o.symbols.map((s) => (s.times.length ? (s.times[0] as number) : Number.POSITIVE_INFINITY)),
   );
   const started = Date.now();
+  const latency = o.ackLatency;
   const client = new BridgeClient({
     bridges: o.bridges,
     source: o.source,
@@ -139,6 +233,12 @@ export async function runSim(o: SimOptions): Promise<SimSummary> {
     ...(o.maxFrameBytes !== undefined ? { maxFrameBytes: o.maxFrameBytes } : {}),
     ...(o.historyDelayMs !== undefined ? { historyDelayMs: o.historyDelayMs } : {}),
     onProgress: (s) => o.onProgress?.(s, client.total),
+    ...(latency
+      ? {
+          onSent: (first: number, n: number) => latency.sent(first, n),
+          onAcked: (seq: number) => latency.acked(seq),
+        }
+      : {}),
   });
   const stats = await client.run();
   const elapsedS = (Date.now() - started) / 1000;
@@ -260,6 +360,12 @@ export const SIM_COMMAND = {
       description:
         "a slow terminal: the first history read of each symbol blocks N ms, before the first connection, as the EA's warm-up does",
     },
+    'latency-out': {
+      type: 'string',
+      value: 'FILE',
+      description:
+        'bench aid: write send → ACK latency per tick (p50, p99, p99.9, max in ms, n ticks) to FILE as JSON at the end (needs the dev dependencies)',
+    },
     'dry-run': { type: 'boolean', description: 'print what would be sent and exit' },
   },
   examples: [
@@ -325,6 +431,8 @@ export async function simMain(argv: string[]): Promise<number> {
     );
   const progress = flags.progress || process.stderr.isTTY === true;
   let lastDraw = 0;
+  const latencyOut = flags['latency-out'];
+  const ackLatency = latencyOut ? await AckLatency.create() : undefined;
   const summary = await runSim({
     bridges: flags.bridge ? parseBridgeList(flags.bridge) : [{ host: flags.host, port: flags.port }],
     source: flags.source,
@@ -346,6 +454,7 @@ export async function simMain(argv: string[]): Promise<number> {
     ...(flags['drop-frame'] !== undefined ? { dropFrame: flags['drop-frame'] } : {}),
     ...(flags['max-frame-bytes'] !== undefined ? { maxFrameBytes: flags['max-frame-bytes'] } : {}),
     ...(flags['history-delay-ms'] ? { historyDelayMs: flags['history-delay-ms'] } : {}),
+    ...(ackLatency ? { ackLatency } : {}),
     onProgress: (s, t) => {
       if (!progress || Date.now() - lastDraw < 200) return;
       lastDraw = Date.now();
@@ -357,6 +466,7 @@ export async function simMain(argv: string[]): Promise<number> {
     },
   });
   if (progress) process.stderr.write('\n');
+  if (latencyOut && ackLatency) writeFileSync(latencyOut, JSON.stringify(ackLatency.summary()));
   process.stdout.write(
     `sim ${flags.source}: ${summary.total} ticks captured and ACKed in ${summary.elapsedS.toFixed(1)} s (${Math.round(summary.ticksPerS)} ticks/s sent), ` +
       `sent ${summary.sent}, resent ${summary.resent}, reconnects ${summary.reconnects}, restarts ${summary.restarts}, last ACK seq ${summary.lastAckedSeq}\n`,

@@ -30,6 +30,18 @@ export interface KafkaSecurity {
 
 type Props = Record<string, string | number | boolean>;
 
+/**
+ * Prefetch bounds of the consumers that run inside `serve` (the Postgres loader, the Redis
+ * healer's journal reads). librdkafka's defaults (a 64 MiB queue per consumer, up to 64 MiB per
+ * fetch response, held in native memory the V8 heap limits never see) made each of them add
+ * 70–80 MB to the bridge's RSS under overload; 8 MiB is still over 100k ticks of compressed
+ * records prefetched, more than a second of loading at the COPY limit.
+ */
+export const SERVE_CONSUMER_PREFETCH: Props = {
+  'fetch.max.bytes': 8 << 20,
+  'queued.max.messages.kbytes': 8192,
+};
+
 /** librdkafka properties of a client of `brokers` with `security` (undefined: plaintext). */
 export function kafkaClientProps(brokers: string, security?: KafkaSecurity): Props {
   const props: Props = { 'metadata.broker.list': brokers };

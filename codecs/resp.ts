@@ -14,12 +14,15 @@
  *
  * Everything up to the ID is the same for every tick of one stream, so it is encoded once per
  * stream (`encodeCommand`) and copied; field names likewise. Numbers are formatted once, straight
- * into the Buffer, with the same text `String(x)` gives (shortest round-trip form).
+ * into the Buffer, by the shared number writer (codecs/num-writer.ts): the same text `String(x)`
+ * gives (shortest round-trip form), prices as scaled integers at their symbol's digits.
  *
  * Reply layout: a type byte, a line ending in \r\n, and for bulk strings a body:
  *   `+OK`  simple string   `-ERR text`  error   `:12`  integer
  *   `$15\r\n1711800000123-7\r\n`  bulk (`$-1` null)   `*2\r\n...`  array of n replies (`*-1` null)
  */
+
+import { digitCount, NumberText, putDigits } from './num-writer.js';
 
 const CR = 13;
 const LF = 10;
@@ -37,46 +40,13 @@ export function encodeCommand(args: readonly (string | number | Buffer)[]): Buff
 }
 
 /**
- * Writes the `d` low decimal digits of the non-negative safe integer `v` (zero-padded) into
- * `b[end - d, end)`. Above 2^31 nine digits at a time are split off in float64 (exact), the
- * rest is int32 arithmetic, about twice as fast as float division per digit.
- */
-function putDigits(b: Buffer, end: number, v: number, d: number): void {
-  let i = end - 1;
-  const stop = end - d;
-  let rest = v;
-  while (rest > 0x7fffffff && i >= stop) {
-    const hi = Math.floor(rest / 1e9);
-    let lo = rest - hi * 1e9;
-    for (let j = 0; j < 9 && i >= stop; j++) {
-      const q = (lo / 10) | 0;
-      b[i--] = ZERO + lo - q * 10;
-      lo = q;
-    }
-    rest = hi;
-  }
-  let n = rest | 0;
-  for (; i >= stop; i--) {
-    const q = (n / 10) | 0;
-    b[i] = ZERO + n - q * 10;
-    n = q;
-  }
-}
-
-/** Decimal digits of a non-negative safe integer. */
-function digitCount(x: number): number {
-  let n = 1;
-  for (let p = 10; x >= p && n < 16; p *= 10) n++;
-  return n;
-}
-
-/**
  * A growable output Buffer with RESP writers. `ensure` before each command with a bound on its
  * size; the writers themselves do not check, so the per-value cost stays a few byte stores.
  */
 export class RespWriter {
   buf: Buffer;
   off = 0;
+  readonly #text = new NumberText();
 
   constructor(capacity = 1 << 20) {
     this.buf = Buffer.allocUnsafeSlow(capacity);
@@ -128,15 +98,27 @@ export class RespWriter {
 
   /**
    * A number as a bulk string, with exactly the text `String(x)` gives. Safe integers (times,
-   * seqs, flags, volumes) are written digit by digit, twice as fast as `String`; fractions go
-   * through `String` (V8's shortest round-trip formatting, cached for recurring prices: faster
-   * than a JS digit loop on real ticks).
+   * seqs, flags, volumes) are written digit by digit, twice as fast as `String`; other values
+   * go through `String`.
    */
   num(x: number): void {
     if (Number.isSafeInteger(x)) this.#int(x);
     else this.ascii(String(x));
   }
 
+  /**
+   * A price of a symbol with `digits` decimals (DIGITS_UNKNOWN: `num`), the same text as
+   * `num` gives, written as a scaled integer instead of through V8's float formatting.
+   */
+  price(x: number, digits: number): void {
+    if (digits < 0) {
+      this.num(x); // digits unknown: what `num` writes, without the scaled-integer attempt
+      return;
+    }
+    this.#bulkHeader(this.#text.price(x, digits));
+    this.off = this.#text.put(this.buf, this.off);
+    this.#crlf();
+  }
   /** `<ms>-<seq>` as a bulk string (a stream entry ID). */
   id(ms: number, seq: number): void {
     if (!(Number.isSafeInteger(ms) && ms >= 0 && Number.isSafeInteger(seq) && seq >= 0)) {

@@ -146,8 +146,10 @@ export const configShape = {
   decodeThreads: positive.default(1).describe('piscina decode workers (2 cores: 1 worker + main thread)'),
   decodeBatchTicks: positive.default(8192).describe('Ticks per decode task'),
   maxQueuedTicks: positive
-    .default(1_000_000)
-    .describe('Ticks accepted but not yet committed to Kafka; at the limit credit stops (TCP backpressure)'),
+    .default(262_144)
+    .describe(
+      'Ticks accepted but not yet committed to Kafka (about 200 bytes of bridge memory each); at the limit credit stops (TCP backpressure)',
+    ),
   kafkaBrokers: z.string().default('127.0.0.1:9092').describe('Kafka bootstrap servers'),
   kafkaSecurityProtocol: z
     .enum(['plaintext', 'ssl', 'sasl_plaintext', 'sasl_ssl'])
@@ -188,10 +190,17 @@ export const configShape = {
       '`min.insync.replicas` of new journal topics: a commit waits for this many replicas (2 with replication 3: one broker may fail)',
     ),
   topicRetentionHours: positive.default(24 * 7).describe('Retention of tick/bar topics'),
-  transactionIntervalMs: positive
-    .default(20)
-    .describe('How long ticks gather before one Kafka transaction commits them'),
-  maxJournalQueuedBytes: positive.default(128 << 20).describe('Uncommitted journal bytes at most'),
+  transactionIntervalMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe(
+      'Least time between the starts of two Kafka transactions (0: the next begins as soon as one commits, with what arrived meanwhile)',
+    ),
+  maxJournalQueuedBytes: positive
+    .default(32 << 20)
+    .describe('Uncommitted journal bytes at most; at the limit credit stops (TCP backpressure)'),
   recordTicks: positive.default(1000).describe('Ticks per Kafka record (1 = one tick per record)'),
   redisUrl: z.string().default('redis://127.0.0.1:6379').describe('Redis URL'),
   redisKeyPrefix: z.string().default('mt5').describe('Prefix of every Redis key'),

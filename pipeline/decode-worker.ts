@@ -14,10 +14,12 @@ import { decodeTicksInto } from '../codecs/ticks.js';
 export interface DecodeTask {
   source: string;
   symbols: string[];
+  /** Price digits of each of `symbols` (DIGITS_UNKNOWN when the EA did not say). */
+  symbolDigits: number[];
   structSize: number;
   clockRule: string;
   recordTicks: number;
-  /** Concatenated MqlTick structs of every frame, in arrival order. */
+  /** Concatenated MqlTick structs of every frame, in arrival order (the buffer may go on past them). */
   bytes: ArrayBuffer;
   /** Per frame: symbol index (into `symbols`), tick count. */
   frames: Uint32Array;
@@ -54,7 +56,7 @@ export default function decode(task: DecodeTask): unknown {
     clock = createServerClock(task.clockRule);
     clocks.set(task.clockRule, clock);
   }
-  const batch = allocTickBatch(task.source, task.symbols, task.total);
+  const batch = allocTickBatch(task.source, task.symbols, task.total, task.symbolDigits);
   batch.receivedAtMs = task.receivedAtMs;
   const bytes = new Uint8Array(task.bytes);
   let error: WireError | null = null;

@@ -6,6 +6,10 @@
  *   transaction → ACK to the EA; and, without waiting for Kafka, the live views (Redis,
  *   websockets), which drop rather than block.
  *
+ * Three files: batching and the decode pool (pipeline/ingest-batcher.ts); commit and fan-out
+ * (pipeline/ingest-commit.ts); and here, between them, each source's state, its durable seq
+ * and resume, clocks, time window, bars, limits and credit.
+ *
  * Backpressure: ticks accepted but not committed are counted against `maxQueuedTicks`; past
  * it the bridge stops reading sockets (TCP backpressure), and while the journal has no room no
  * new credit is granted, so EAs stop sending by themselves.
@@ -30,24 +34,10 @@
  * seq 1. Only the first `metricsMaxSourceLabels` sources (until forgotten) get a `source`
  * label; the others count under `_other`.
  */
-import { fileURLToPath } from 'node:url';
-import { Piscina } from 'piscina';
 import type { IngressHandler, IngressServer, ResumeState, Session } from '../bridge/server.js';
 import type { Bar } from '../codecs/bar.js';
-import {
-  BarJournalHeader,
-  barSnapshotFromJson,
-  barSnapshotToJson,
-  formatSeqs,
-} from '../codecs/bar-snapshot.js';
+import { BarJournalHeader, barSnapshotFromJson, barSnapshotToJson } from '../codecs/bar-snapshot.js';
 import { ErrorCode, fromWire, TickstreamError } from '../codecs/errors.js';
-import {
-  encodeBar,
-  RecordHeader,
-  SCHEMA_VERSION,
-  TICK_RECORD_CONTENT_TYPE,
-  TickRecordEncoder,
-} from '../codecs/flat-record.js';
 import type { Heartbeat } from '../codecs/messages.js';
 import {
   checkReportedOffset,
@@ -57,48 +47,19 @@ import {
   type ServerClock,
 } from '../codecs/server-clock.js';
 import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
-import type { JournalRecord, KafkaJournal, SourceState } from '../sinks/kafka/journal.js';
+import type { JournalRecord, SourceState } from '../sinks/kafka/journal.js';
 import { BAR_CLOSE_GRACE_MS, BarAggregator } from './bars.js';
 import type { Config } from './config.js';
-import type { DecodeResult, DecodeTask } from './decode-worker.js';
+import type { DecodeResult } from './decode-worker.js';
+import { DecodeBatcher } from './ingest-batcher.js';
+import { IngestCommit, type IngestJournal, type LiveSink } from './ingest-commit.js';
 import type { Logger } from './logger.js';
 import type { PipelineMetrics } from './metrics.js';
-import { Resequencer } from './resequencer.js';
-
-/** A live view: takes a batch without blocking, drops what it cannot keep up with. */
-export interface LiveSink {
-  write(batch: TickBatch): void;
-  writeBars(bars: Bar[]): void;
-  /** Drops what the view keeps per source (the pipeline forgot an idle source). */
-  forgetSource(source: string): void;
-}
 
 /** The `source` label of sources past metricsMaxSourceLabels. */
 export const OTHER_SOURCES_LABEL = '_other';
 /** Out-of-window ticks are logged at most this often per source. */
 const TIME_LOG_INTERVAL_MS = 10_000;
-
-interface Chunk {
-  session: Session;
-  /** The server clock rule in force when the first of these ticks arrived. */
-  clockRule: string;
-  bytes: Uint8Array;
-  used: number;
-  frames: number[];
-  symbols: string[];
-  symbolIndex: Map<string, number>;
-  firstSeq: number;
-  total: number;
-  receivedAtMs: number;
-}
-
-/** The worker file next to this module; under vitest (TypeScript sources) the built one. */
-export function decodeWorkerUrl(): string {
-  const here = import.meta.url;
-  return here.endsWith('.ts')
-    ? fileURLToPath(new URL('../dist/pipeline/decode-worker.js', here))
-    : fileURLToPath(new URL('./decode-worker.js', here));
-}
 
 /** How a source's server time becomes UTC, as /status shows it. */
 interface SourceClock {
@@ -112,6 +73,9 @@ interface SourceClock {
   problem: string | null;
 }
 
+/** What the ingest needs of the ingress server (a fake in tests). */
+export type IngestServer = Pick<IngressServer, 'ack' | 'failSource' | 'setPaused' | 'session' | 'sources'>;
+
 /** Claims a source for this bridge at HELLO and says where the journal stands (pipeline/source-claims.ts). */
 export interface SourceClaimer {
   claim(source: string): Promise<SourceState>;
@@ -119,7 +83,7 @@ export interface SourceClaimer {
 
 export interface IngestOptions {
   config: Config;
-  journal: KafkaJournal;
+  journal: IngestJournal;
   claims: SourceClaimer;
   live: LiveSink[];
   metrics: PipelineMetrics;
@@ -139,10 +103,8 @@ export interface FeedHook {
 
 export class Ingest implements IngressHandler {
   readonly #o: IngestOptions;
-  readonly #pool: Piscina;
-  readonly #reseq: Resequencer<DecodeResult>;
+  readonly #decode: DecodeBatcher;
   readonly #bars: BarAggregator;
-  readonly #pending = new Map<string, Chunk>();
   readonly #poisonedFrom = new Map<string, number>();
   readonly #lastTickAt = new Map<string, number>();
   readonly #clocks = new Map<string, ServerClock>();
@@ -163,22 +125,29 @@ export class Ingest implements IngressHandler {
   /** Sources with their own metric label (at most metricsMaxSourceLabels). */
   readonly #labelled = new Set<string>();
   readonly #forgetTimer: NodeJS.Timeout;
-  /** Encodes the tick records without ticks that carry bar events (#publishBars). */
-  readonly #eventEncoder = new TickRecordEncoder();
-  #server: IngressServer | null = null;
+  readonly #commit: IngestCommit;
+  #server: IngestServer | null = null;
   #queuedTicks = 0;
-  #flushScheduled = false;
-  #appends = 0;
 
   constructor(options: IngestOptions) {
     this.#o = options;
-    this.#pool = new Piscina({
-      filename: decodeWorkerUrl(),
-      minThreads: options.config.decodeThreads,
-      maxThreads: options.config.decodeThreads,
-      idleTimeout: 60_000,
+    this.#decode = new DecodeBatcher({
+      decodeThreads: options.config.decodeThreads,
+      decodeBatchTicks: options.config.decodeBatchTicks,
+      recordTicks: options.config.recordTicks,
+      metrics: options.metrics,
+      logger: options.logger,
+      release: (source, result) => this.#release(source, result),
     });
-    this.#reseq = new Resequencer((source, result) => this.#release(source, result));
+    this.#commit = new IngestCommit({
+      journal: options.journal,
+      live: options.live,
+      metrics: options.metrics,
+      logger: options.logger,
+      recordTicks: options.config.recordTicks,
+      committed: (source, batch) => this.#committed(source, batch),
+      fenced: (source, epoch, ticks, err) => this.#onFenced(source, epoch, ticks, err),
+    });
     this.#bars = new BarAggregator({ closeGraceMs: BAR_CLOSE_GRACE_MS });
     options.metrics.queuedTicksLimit.set(options.config.maxQueuedTicks);
     let openBars = 0;
@@ -199,7 +168,7 @@ export class Ingest implements IngressHandler {
     this.#forgetTimer.unref();
   }
 
-  attach(server: IngressServer): void {
+  attach(server: IngestServer): void {
     this.#server = server;
   }
 
@@ -209,7 +178,7 @@ export class Ingest implements IngressHandler {
 
   /** Decode tasks and journal appends still in flight. */
   get busy(): boolean {
-    return this.#pending.size > 0 || this.#reseq.pending() > 0 || this.#appends > 0;
+    return this.#decode.pending() || this.#commit.appends > 0;
   }
 
   /**
@@ -291,13 +260,12 @@ export class Ingest implements IngressHandler {
     const horizon = Date.now() - this.#o.config.sourceForgetAfterMs;
     for (const [source, seenAt] of this.#active) {
       if (seenAt > horizon) break; // in order of activity: the rest were seen later
-      if (this.#server?.session(source) || this.#pending.has(source) || this.#reseq.pending(source) > 0)
-        continue;
+      if (this.#server?.session(source) || this.#decode.pending(source)) continue;
       const bars = this.#bars.forget(source);
       // Journaled even without open bars: the closed minutes are forgotten too, and a replay must know.
       if (bars.length || this.#o.states.has(source))
         this.#publishBars(bars, source, { [BarJournalHeader.FORGET]: '1' });
-      for (const sink of this.#o.live) sink.forgetSource(source);
+      this.#commit.forgetSource(source);
       this.#active.delete(source);
       this.#symbolCount -= this.#symbolsOf.get(source)?.size ?? 0;
       this.#symbolsOf.delete(source);
@@ -355,9 +323,8 @@ export class Ingest implements IngressHandler {
   async resume(source: string): Promise<ResumeState> {
     // The replaced session's accepted ticks must be decoded and counted before we say where
     // this source stands, or the EA would be told to resend (or skip) some of them.
-    this.#flush(source);
-    while (this.#reseq.pending(source) > 0 || this.#pending.has(source))
-      await new Promise((r) => setTimeout(r, 1));
+    this.#decode.flush(source);
+    while (this.#decode.pending(source)) await new Promise((r) => setTimeout(r, 1));
     // …and committed: HELLO_ACK promises exactly what is durable, never ticks still in flight.
     // (Fenced ones never commit here: the claim below reads what the journal has instead.)
     while (
@@ -415,54 +382,15 @@ export class Ingest implements IngressHandler {
     if (!this.#admitSymbol(session, symbol)) {
       // Ticks before this frame go on; from its seq on nothing of this session is journaled
       // (the EA resends them after a reconnect, and meets the same limit until it is raised).
-      this.#flush(source);
+      this.#decode.flush(source);
       if (!this.#poisonedFrom.has(source)) this.#poisonedFrom.set(source, firstSeq);
       return;
     }
-    let chunk = this.#pending.get(source);
-    if (chunk && chunk.used + structs.length > chunk.bytes.length) {
-      this.#flush(source);
-      chunk = undefined;
-    }
-    if (!chunk) {
-      const capacity = Math.max(this.#o.config.decodeBatchTicks, count) * session.structSize;
-      chunk = {
-        session,
-        clockRule: clock.rule,
-        bytes: new Uint8Array(capacity),
-        used: 0,
-        frames: [],
-        symbols: [],
-        symbolIndex: new Map(),
-        firstSeq,
-        total: 0,
-        receivedAtMs,
-      };
-      this.#pending.set(source, chunk);
-    }
-    let index = chunk.symbolIndex.get(symbol);
-    if (index === undefined) {
-      index = chunk.symbols.length;
-      chunk.symbols.push(symbol);
-      chunk.symbolIndex.set(symbol, index);
-    }
-    chunk.bytes.set(structs, chunk.used);
-    chunk.used += structs.length;
-    chunk.frames.push(index, count);
-    chunk.total += count;
+    this.#decode.add({ session, clockRule: clock.rule, symbol, firstSeq, count, structs, receivedAtMs });
     this.#queuedTicks += count;
     this.#touch(source);
     this.#o.metrics.ticksReceived.inc({ source: this.#label(source) }, count);
     this.#lastTickAt.set(source, Date.now());
-    if (chunk.total >= this.#o.config.decodeBatchTicks) this.#flush(source);
-    else if (!this.#flushScheduled) {
-      // Gather what arrives in this turn of the event loop, then decode it.
-      this.#flushScheduled = true;
-      setImmediate(() => {
-        this.#flushScheduled = false;
-        for (const s of [...this.#pending.keys()]) this.#flush(s);
-      });
-    }
     this.#backpressure();
   }
 
@@ -552,7 +480,7 @@ export class Ingest implements IngressHandler {
     }
     if (previous?.ruleFrom === 'terminal' && previous.rule !== rule && previous.problem === null) {
       // Ticks already gathered were stamped under the old offset: decode them with it.
-      this.#flush(source);
+      this.#decode.flush(source);
       this.#o.metrics.clockOffsetChanges.inc({ source: this.#label(source) });
       this.#o.logger.warn(
         { source, from: previous.rule, to: rule },
@@ -582,7 +510,7 @@ export class Ingest implements IngressHandler {
   }
 
   onSessionClose(session: Session): void {
-    this.#flush(session.source);
+    this.#decode.flush(session.source);
     this.#o.feeds?.onDown(session.source, 'disconnect');
     this.#o.metrics.sources.set(this.#server?.sources.length ?? 0);
   }
@@ -603,7 +531,7 @@ export class Ingest implements IngressHandler {
 
   /** Flushes every pending chunk and waits until the journal has committed all of it. */
   async drain(deadlineMs: number): Promise<boolean> {
-    for (const s of [...this.#pending.keys()]) this.#flush(s);
+    this.#decode.flushAll();
     const until = Date.now() + deadlineMs;
     while (this.busy && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     return !this.busy;
@@ -611,43 +539,7 @@ export class Ingest implements IngressHandler {
 
   async close(): Promise<void> {
     clearInterval(this.#forgetTimer);
-    await this.#pool.destroy();
-  }
-
-  #flush(source: string): void {
-    const chunk = this.#pending.get(source);
-    if (!chunk) return;
-    this.#pending.delete(source);
-    const bytes = chunk.bytes.buffer.slice(0, chunk.used) as ArrayBuffer;
-    const frames = Uint32Array.from(chunk.frames);
-    const task: DecodeTask = {
-      source,
-      symbols: chunk.symbols,
-      structSize: chunk.session.structSize,
-      clockRule: chunk.clockRule,
-      recordTicks: this.#o.config.recordTicks,
-      bytes,
-      frames,
-      firstSeq: chunk.firstSeq,
-      total: chunk.total,
-      receivedAtMs: chunk.receivedAtMs,
-    };
-    const ticket = this.#reseq.ticket(source);
-    this.#o.metrics.decodeBatchTicks.observe(chunk.total);
-    this.#pool.run(task, { transferList: [bytes, frames.buffer] }).then(
-      (result: DecodeResult) => this.#reseq.done(source, ticket, result),
-      (err: Error) => {
-        this.#o.logger.error({ err: err.message, source }, 'decode worker failed');
-        this.#reseq.done(source, ticket, {
-          firstSeq: chunk.firstSeq,
-          total: chunk.total,
-          batch: allocTickBatch(source, [], 0),
-          records: [],
-          cursors: [],
-          error: { code: 'ERR_INTERNAL', message: `decode worker failed: ${err.message}` },
-        });
-      },
-    );
+    await this.#decode.close();
   }
 
   #release(source: string, result: DecodeResult): void {
@@ -689,64 +581,30 @@ export class Ingest implements IngressHandler {
 
     const merged = this.#o.feeds?.follows(source) ? this.#o.feeds.onBatch(batch, live) : null;
     this.#o.crashPoint?.('after-decode-before-produce');
-    const ticks: JournalRecord[] = [];
-    // Seqs held out of the bars (time window), so a replay of the journal leaves them out too.
-    const skipped = live === batch ? null : heldOut(batch, live);
-    let from = 0;
-    for (const value of result.records) {
-      const to = Math.min(batch.length, from + this.#o.config.recordTicks);
-      const headers: Record<string, string> = {
-        [RecordHeader.SOURCE]: source,
-        [RecordHeader.SEQ_FIRST]: String(batch.seq[from]),
-        [RecordHeader.SEQ_LAST]: String(batch.seq[to - 1]),
-        [RecordHeader.SCHEMA_VERSION]: String(SCHEMA_VERSION),
-        [RecordHeader.CONTENT]: TICK_RECORD_CONTENT_TYPE,
-      };
-      const skip = skipped?.filter(
-        (seq) => seq >= (batch.seq[from] as number) && seq <= (batch.seq[to - 1] as number),
+    this.#commit.commit({
+      source,
+      batch,
+      live,
+      records: result.records,
+      bars,
+      merged,
+      state: this.#stateRecord(state),
+    });
+  }
+
+  /** The journal committed the batch: ACK its last seq. */
+  #committed(source: string, batch: TickBatch): void {
+    const lastSeq = batch.seq[batch.length - 1] as number;
+    this.#queuedTicks -= batch.length;
+    this.#o.metrics.ticksCommitted.inc({ source: this.#label(source) }, batch.length);
+    this.#durableNext.set(source, lastSeq + 1);
+    if (batch.receivedAtMs)
+      this.#o.metrics.receiptToCommit.observe(
+        (performance.timeOrigin + performance.now() - batch.receivedAtMs) / 1000,
       );
-      if (skip?.length) headers[BarJournalHeader.HELD_OUT] = formatSeqs(skip);
-      ticks.push({ key: source, value, headers });
-      from = to;
-    }
-    const snapshot = this.#stateRecord(state);
-    this.#appends++;
-    this.#o.journal
-      .append({
-        ticks,
-        bars: (merged ? [...bars, ...merged.bars] : bars).map((b) => barRecord(b)),
-        states: [snapshot],
-        ...(merged ? { merged: merged.records } : {}),
-      })
-      .then(
-        () => {
-          this.#queuedTicks -= batch.length;
-          this.#o.metrics.ticksCommitted.inc({ source: this.#label(source) }, batch.length);
-          this.#durableNext.set(source, lastSeq + 1);
-          if (batch.receivedAtMs)
-            this.#o.metrics.receiptToCommit.observe(
-              (performance.timeOrigin + performance.now() - batch.receivedAtMs) / 1000,
-            );
-          this.#o.crashPoint?.('after-commit-before-ack');
-          this.#server?.ack(source, lastSeq);
-          this.#backpressure();
-        },
-        (err: Error) => {
-          if (err instanceof TickstreamError && err.code === ErrorCode.SOURCE_FENCED) {
-            this.#onFenced(source, snapshot.epoch ?? 0, batch.length, err);
-            return;
-          }
-          this.#o.metrics.journalAppendFailures.inc({ what: 'ticks' });
-          this.#o.logger.error(
-            { err: err.message, source, ticks: batch.length },
-            'journal append failed: these ticks stay un-ACKed (the EA resends them)',
-          );
-        },
-      )
-      .finally(() => this.#appends--);
-    if (live.length) for (const sink of this.#o.live) sink.write(live);
-    if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
-    this.#o.metrics.barsClosed.inc(bars.length);
+    this.#o.crashPoint?.('after-commit-before-ack');
+    this.#server?.ack(source, lastSeq);
+    this.#backpressure();
   }
 
   /**
@@ -825,40 +683,10 @@ export class Ingest implements IngressHandler {
     });
   }
 
-  /**
-   * Journals bars closed by something other than a tick (a heartbeat, forgetting the source)
-   * with that event as a tick record without ticks, and the source's bar state, in one
-   * transaction, so the journal alone reproduces them (pipeline/bar-replay.ts).
-   */
+  /** Journals bars closed by a heartbeat or by forgetting the source, with the source's state. */
   #publishBars(bars: Bar[], source: string, event: Record<string, string>): void {
-    this.#o.metrics.barsClosed.inc(bars.length);
-    this.#appends++;
     const state = this.#o.states.get(source);
-    const marker: JournalRecord = {
-      key: source,
-      value: this.#eventEncoder.encode(allocTickBatch(source, [], 0)),
-      headers: {
-        [RecordHeader.SOURCE]: source,
-        [RecordHeader.SCHEMA_VERSION]: String(SCHEMA_VERSION),
-        [RecordHeader.CONTENT]: TICK_RECORD_CONTENT_TYPE,
-        ...event,
-      },
-    };
-    this.#o.journal
-      .append({
-        ticks: [marker],
-        bars: bars.map((b) => barRecord(b)),
-        states: state ? [this.#stateRecord(state)] : [],
-      })
-      .catch((err: Error) => {
-        this.#o.metrics.journalAppendFailures.inc({ what: 'bars' });
-        this.#o.logger.error(
-          { err: err.message, source, bars: bars.length },
-          'journal append of bars failed: these bars are not in Kafka (the live views got them)',
-        );
-      })
-      .finally(() => this.#appends--);
-    if (bars.length) for (const sink of this.#o.live) sink.writeBars(bars);
+    this.#commit.commitBars(bars, source, event, state ? this.#stateRecord(state) : null);
   }
 
   /** The resume state to journal: a copy, with the source's bar state as of now. */
@@ -877,30 +705,11 @@ export class Ingest implements IngressHandler {
   }
 }
 
-function barRecord(bar: Bar): JournalRecord {
-  return {
-    key: bar.source,
-    value: encodeBar(bar),
-    headers: { [RecordHeader.SOURCE]: bar.source, symbol: bar.symbol },
-  };
-}
-
-/** Seqs of `batch` not in `kept` (a subsequence of it). */
-function heldOut(batch: TickBatch, kept: TickBatch): number[] {
-  const out: number[] = [];
-  let k = 0;
-  for (let i = 0; i < batch.length; i++) {
-    if (k < kept.length && kept.seq[k] === batch.seq[i]) k++;
-    else out.push(batch.seq[i] as number);
-  }
-  return out;
-}
-
 /** A new batch of the rows of `batch` that `keep` accepts, in order (rare path: allocates). */
 function pickRows(batch: TickBatch, keep: (i: number) => boolean): TickBatch {
   const rows: number[] = [];
   for (let i = 0; i < batch.length; i++) if (keep(i)) rows.push(i);
-  const out = allocTickBatch(batch.source, batch.symbols, rows.length);
+  const out = allocTickBatch(batch.source, batch.symbols, rows.length, batch.symbolDigits);
   out.receivedAtMs = batch.receivedAtMs;
   rows.forEach((from, to) => {
     out.seq[to] = batch.seq[from] as number;

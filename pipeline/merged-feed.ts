@@ -35,7 +35,7 @@ import { type JournalMessage, readJournal } from '../sinks/kafka/reader.js';
 import { BarAggregator } from './bars.js';
 import { type FeedGroupConfig, MERGED_SOURCE } from './config.js';
 import { type Decision, FeedArbiter, type GroupStatus, type Pick } from './feed-arbiter.js';
-import type { LiveSink } from './ingest.js';
+import type { LiveSink } from './ingest-commit.js';
 import type { Logger } from './logger.js';
 
 /** Record key of everything in the merged topic (one partition: one order). */

@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BarJournalHeader, parseSeqs } from '../codecs/bar-snapshot.js';
 import { decodeTickRecord, RecordHeader } from '../codecs/flat-record.js';
-import type { KafkaSecurity } from '../codecs/kafka-client.js';
+import { type KafkaSecurity, SERVE_CONSUMER_PREFETCH } from '../codecs/kafka-client.js';
 import { allocTickBatch } from '../codecs/tick-batch.js';
 import { readJournal } from '../sinks/kafka/reader.js';
 import type { RedisHealWriter } from '../sinks/redis-heal.js';
@@ -170,6 +170,8 @@ export class RedisHealer {
         ...(this.#o.security ? { security: this.#o.security } : {}),
         topic: this.#o.ticksTopic,
         fromTimestampMs: since - READ_MARGIN_MS,
+        // Healing runs inside serve at redisHealTicksPerSecond: a small prefetch keeps up with it.
+        prefetch: SERVE_CONSUMER_PREFETCH,
         onMessages: async (messages) => {
           for (const m of messages) {
             if (!this.#healthy()) throw new Paused();

@@ -1,6 +1,6 @@
 /**
  * Where `tickstream replay` writes the ticks it reads back from the journal: stdout or a file
- * (JSON lines or CSV), the Redis live view (sinks/redis.ts, the live sink itself), or a Postgres
+ * (JSON lines or CSV), the Redis live view (sinks/redis/sink.ts, the live sink itself), or a Postgres
  * rebuild of ticks and bars_1m (sinks/postgres/rebuild.ts, bars recomputed with BarAggregator),
  * or websocket clients of a replay server (sinks/ws/server.ts, the live publisher itself).
  * Each `write` resolves once the target can take more, so memory stays a few records.
@@ -19,7 +19,7 @@ import {
   PostgresRebuild as Rebuild,
   type RebuildRange,
 } from '../sinks/postgres/rebuild.js';
-import { RedisSink } from '../sinks/redis.js';
+import { RedisSink } from '../sinks/redis/sink.js';
 import { WsServer } from '../sinks/ws/server.js';
 import { JournalBars } from './bar-replay.js';
 import { type Config, wsServerSettings } from './config.js';
@@ -335,6 +335,7 @@ export function pick(batch: TickBatch, rows: readonly number[]): TickBatch {
   const out: TickBatch = {
     source: batch.source,
     symbols: batch.symbols,
+    symbolDigits: batch.symbolDigits,
     length: n,
     receivedAtMs: 0,
     seq: new Float64Array(n),
@@ -369,6 +370,7 @@ export function slice(batch: TickBatch, from: number, to: number): TickBatch {
   return {
     source: batch.source,
     symbols: batch.symbols,
+    symbolDigits: batch.symbolDigits,
     length: to - from,
     receivedAtMs: batch.receivedAtMs,
     seq: batch.seq.subarray(from, to),

@@ -37,6 +37,8 @@ export interface SourceClaimsOptions {
 export class SourceClaims implements TransactionFence {
   readonly #o: SourceClaimsOptions;
   #journal: ClaimJournal | null = null;
+  /** A read the check did not wait for is under way (#catchUp). */
+  #catchingUp = false;
   readonly #m;
 
   constructor(options: SourceClaimsOptions) {
@@ -61,8 +63,11 @@ export class SourceClaims implements TransactionFence {
     this.#journal = journal;
   }
 
-  async check(offset: number, items: FenceItem[]): Promise<Set<string>> {
-    await this.#o.log.readTo(offset);
+  async check(offset: number, items: FenceItem[], claimsRead = false): Promise<Set<string>> {
+    // Claims known (the journal's own states since the last read): the rule needs no read, but
+    // the log still catches up meanwhile, or its consumer's prefetched records would pile up.
+    if (claimsRead) this.#catchUp(offset);
+    else await this.#o.log.readTo(offset);
     const fenced = fencedSources(items, (source) => this.#o.log.claimEpoch(source));
     if (fenced.size) {
       this.#m.fenced.inc(fenced.size);
@@ -75,6 +80,22 @@ export class SourceClaims implements TransactionFence {
       );
     }
     return fenced;
+  }
+
+  #catchUp(offset: number): void {
+    if (this.#catchingUp) return;
+    this.#catchingUp = true;
+    this.#o.log
+      .readTo(offset)
+      .catch((err: Error) =>
+        this.#o.logger.warn(
+          { err: err.message },
+          'sources log: a catch-up read failed; the next check reads',
+        ),
+      )
+      .finally(() => {
+        this.#catchingUp = false;
+      });
   }
 
   /**

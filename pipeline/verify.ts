@@ -15,6 +15,7 @@
  * up (the loader trails the journal by design).
  */
 import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
 import { type CommandSpec, parseCommand } from '../bridge/args.js';
 import { ErrorCode, TickstreamError } from '../codecs/errors.js';
 import { decodeTickRecord } from '../codecs/flat-record.js';
@@ -84,14 +85,94 @@ export async function readJournalSeqs(
 }
 
 /** Distinct seqs of `sql` (one `seq` column) as ranges, computed by Postgres: islands of runs. */
-async function rangesOf(db: pg.Client, sql: string, params: unknown[]): Promise<SeqRanges> {
-  const { rows } = await db.query<{ lo: string; hi: string }>(
-    `select min(seq)::text as lo, max(seq)::text as hi from (select seq, seq - row_number() over (order by seq) as g from (${sql}) d) x group by g order by min(seq)`,
-    params,
+/** What Postgres holds of one source: rows, distinct seqs, and the seqs as ranges. */
+interface PostgresSeqs {
+  rows: number;
+  distinct: number;
+  seqs: SeqRanges;
+  parked: SeqRanges;
+}
+
+/** Rows per source in Postgres, loaded or parked: what the wait for the loader watches. */
+async function postgresCounts(
+  db: pg.Client,
+  schema: string,
+  hasParked: boolean,
+  source: string | undefined,
+): Promise<Map<string, number>> {
+  const s = quoteIdent(schema);
+  const where = source === undefined ? '' : 'where source = $1';
+  const parked = hasParked
+    ? ` union all select source, sum(cardinality(seqs)) as n from ${s}.ticks_parked ${where} group by source`
+    : '';
+  const { rows } = await db.query<{ source: string; n: string }>(
+    `select source, sum(n)::text as n from (select source, count(*) as n from ${s}.ticks ${where} group by source${parked}) c group by source`,
+    source === undefined ? [] : [source],
   );
-  const r = new SeqRanges();
-  for (const row of rows) r.push(Number(row.lo), Number(row.hi));
-  return r;
+  return new Map(rows.map((r) => [r.source, Number(r.n)]));
+}
+
+/**
+ * Every source's seqs in Postgres in one streamed pass (COPY TO, no sort: ticks has no index by
+ * source since migration 005, and sorting millions of rows in SQL spills to disk); SeqRanges
+ * takes them in any order and counts repeats. `source` narrows it to one.
+ */
+async function postgresSeqs(
+  db: pg.Client,
+  schema: string,
+  hasParked: boolean,
+  source: string | undefined,
+): Promise<Map<string, PostgresSeqs>> {
+  const s = quoteIdent(schema);
+  const out = new Map<string, PostgresSeqs>();
+  const entry = (src: string): PostgresSeqs => {
+    let e = out.get(src);
+    if (!e) {
+      e = { rows: 0, distinct: 0, seqs: new SeqRanges(), parked: new SeqRanges() };
+      out.set(src, e);
+    }
+    return e;
+  };
+  // The source travels as hex (COPY's text escapes never meet it); one decode per source.
+  const where = source === undefined ? '' : `where source = ${quoteLiteral(source)}`;
+  const bySourceHex = new Map<string, PostgresSeqs>();
+  let rest = '';
+  const onLine = (line: string) => {
+    const tab = line.indexOf('\t');
+    const hex = line.slice(0, tab);
+    let e = bySourceHex.get(hex);
+    if (!e) {
+      e = entry(Buffer.from(hex, 'hex').toString('utf8'));
+      bySourceHex.set(hex, e);
+    }
+    e.seqs.add(Number(line.slice(tab + 1)));
+  };
+  const stream = db.query(
+    copyTo(`copy (select encode(convert_to(source, 'UTF8'), 'hex'), seq from ${s}.ticks ${where}) to stdout`),
+  );
+  stream.setEncoding('utf8');
+  for await (const chunk of stream as AsyncIterable<string>) {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) onLine(line);
+  }
+  if (rest) onLine(rest);
+  for (const e of out.values()) {
+    e.rows = e.seqs.total;
+    e.distinct = e.seqs.total - e.seqs.duplicates;
+  }
+  if (hasParked) {
+    const { rows } = await db.query<{ source: string; lo: string; hi: string }>(
+      `select source, min(seq)::text as lo, max(seq)::text as hi from (select source, seq, seq - row_number() over (partition by source order by seq) as g from (select distinct source, unnest(seqs) as seq from ${s}.ticks_parked ${where}) d) x group by source, g order by source, min(seq)`,
+    );
+    for (const r of rows) entry(r.source).parked.push(Number(r.lo), Number(r.hi));
+  }
+  return out;
+}
+
+/** A string as an SQL literal (COPY takes no parameters). */
+function quoteLiteral(v: string): string {
+  return `'${v.replaceAll("'", "''")}'`;
 }
 
 interface PostgresSide {
@@ -103,34 +184,19 @@ interface PostgresSide {
   parked: number;
 }
 
-async function postgresCompare(
-  db: pg.Client,
-  schema: string,
-  hasParked: boolean,
-  source: string,
+function postgresCompare(
+  pgSeqs: PostgresSeqs | undefined,
   journal: SeqRanges,
   auditFrom: number,
-): Promise<PostgresSide> {
-  const s = quoteIdent(schema);
-  const { rows: counts } = await db.query<{ n: string; d: string }>(
-    `select count(*)::text as n, count(distinct seq)::text as d from ${s}.ticks where source = $1`,
-    [source],
-  );
-  const rows = Number(counts[0]?.n ?? 0);
-  const duplicates = rows - Number(counts[0]?.d ?? 0);
-  const inPg = await rangesOf(db, `select distinct seq from ${s}.ticks where source = $1`, [source]);
-  const parkedSeqs = hasParked
-    ? await rangesOf(db, `select distinct unnest(seqs) as seq from ${s}.ticks_parked where source = $1`, [
-        source,
-      ])
-    : new SeqRanges();
+): PostgresSide {
+  const inPg = pgSeqs?.seqs ?? new SeqRanges();
   const both = journal.intersect(inPg).size();
-  const parkedOnly = journal.intersect(parkedSeqs);
+  const parkedOnly = journal.intersect(pgSeqs?.parked ?? new SeqRanges());
   const parked = parkedOnly.size() - parkedOnly.intersect(inPg).size();
   const older = auditFrom > 1 ? inPg.intersect(SeqRanges.of(1, auditFrom - 1)).size() : 0;
   return {
-    rows,
-    duplicates,
+    rows: pgSeqs?.rows ?? 0,
+    duplicates: (pgSeqs?.rows ?? 0) - (pgSeqs?.distinct ?? 0),
     missing: journal.size() - both - parked,
     extra: inPg.size() - both - older,
     older,
@@ -144,7 +210,6 @@ export async function verify(
 ): Promise<SourceReport[]> {
   const journal = await readJournalSeqs(config, options.source);
   let db: pg.Client | null = null;
-  const pgSources = new Set<string>();
   let hasParked = false;
   if (options.postgres) {
     db = new pg.Client({ connectionString: config.postgresUrl });
@@ -162,29 +227,40 @@ export async function verify(
       );
     }
     hasParked = Boolean(tables[0]?.parked);
-    const { rows } = await db.query<{ source: string }>(`select distinct source from ${s}.ticks`);
-    for (const r of rows) if (!options.source || r.source === options.source) pgSources.add(r.source);
   }
+  // Per source: its journal seqs and where the audit starts (seqs before the first retained one
+  // went with the log's start when retention moved it).
+  const audit = (source: string) => {
+    const j = journal.sources.get(source);
+    const seqs = j?.seqs ?? new SeqRanges();
+    const first = seqs.min;
+    const retained = j !== undefined && (journal.logStart.get(j.partition) ?? 0) > 0;
+    return {
+      seqs,
+      first,
+      removedByRetention: retained && first !== null ? first - 1 : 0,
+      auditFrom: first === null ? 1 : retained ? first : 1,
+    };
+  };
   try {
-    const reports: SourceReport[] = [];
-    for (const source of [...new Set([...journal.sources.keys(), ...pgSources])].sort()) {
-      const j = journal.sources.get(source);
-      const seqs = j?.seqs ?? new SeqRanges();
-      const first = seqs.min;
-      // Seqs before the first retained one went with the log's start when retention moved it.
-      const retained = j !== undefined && (journal.logStart.get(j.partition) ?? 0) > 0;
-      const removedByRetention = retained && first !== null ? first - 1 : 0;
-      const auditFrom = first === null ? 1 : retained ? first : 1;
-      const h = seqs.holes(auditFrom);
-      let p: PostgresSide | null = null;
-      if (db) {
-        const end = Date.now() + options.waitPostgresS * 1000;
-        for (;;) {
-          p = await postgresCompare(db, config.postgresSchema, hasParked, source, seqs, auditFrom);
-          if (p.missing === 0 || Date.now() >= end) break;
-          await new Promise((r) => setTimeout(r, 500));
-        }
+    let inPg = new Map<string, PostgresSeqs>();
+    if (db) {
+      const end = Date.now() + options.waitPostgresS * 1000;
+      // While the loader catches up only rows are counted (one cheap pass); the seqs are
+      // compared once, when the counts say it is all there or the wait is over.
+      for (;;) {
+        const loaded = await postgresCounts(db, config.postgresSchema, hasParked, options.source);
+        const behind = [...journal.sources].some(([source, j]) => (loaded.get(source) ?? 0) < j.seqs.size());
+        if (!behind || Date.now() >= end) break;
+        await new Promise((r) => setTimeout(r, 1000));
       }
+      inPg = await postgresSeqs(db, config.postgresSchema, hasParked, options.source);
+    }
+    const reports: SourceReport[] = [];
+    for (const source of [...new Set([...journal.sources.keys(), ...inPg.keys()])].sort()) {
+      const { seqs, first, removedByRetention, auditFrom } = audit(source);
+      const h = seqs.holes(auditFrom);
+      const p = db ? postgresCompare(inPg.get(source), seqs, auditFrom) : null;
       const ok =
         seqs.total > 0 &&
         h.count === 0 &&

@@ -6,7 +6,7 @@
  * healed the live view has written past it. So one Lua script per stream and call, atomic in
  * Redis, puts the missing entries where they belong:
  *  1. finds the last entry with a seq below the first healed tick (the entry ID's sequence part
- *     is the tick's seq, and IDs grow with seq within a stream: sinks/redis.ts);
+ *     is the tick's seq, and IDs grow with seq within a stream: sinks/redis/encoding.ts);
  *  2. merges the healed ticks, by seq, with the entries after it (read a page at a time, so
  *     ticks found present cost only the entries up to them). A healed tick whose seq is
  *     there already is skipped (idempotent: healing twice, or a tick Redis stored before its

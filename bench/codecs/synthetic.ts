@@ -41,7 +41,12 @@ export function syntheticTicks(n: number, symbols: string[] = ['EURUSD'], seed =
     if (!m) throw new Error(`no synthetic market for ${s}: use one of ${Object.keys(MARKETS).join(', ')}`);
     return { bid: m.points, ask: m.points + 8, scale: 10 ** m.digits };
   });
-  const b = allocTickBatch('bench', symbols, n);
+  const b = allocTickBatch(
+    'bench',
+    symbols,
+    n,
+    symbols.map((s) => (MARKETS[s] as { digits: number }).digits),
+  );
   let msc = Date.UTC(2024, 2, 27, 9);
   for (let i = 0; i < n; i++) {
     const k = Math.floor(random() * symbols.length);

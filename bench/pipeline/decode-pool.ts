@@ -8,7 +8,7 @@
 import { Piscina } from 'piscina';
 import { encodeTickStructs, TICK_STRUCT_BYTES } from '../../codecs/ticks.js';
 import type { DecodeResult, DecodeTask } from '../../pipeline/decode-worker.js';
-import { decodeWorkerUrl } from '../../pipeline/ingest.js';
+import { decodeWorkerUrl } from '../../pipeline/ingest-batcher.js';
 import { SERVER_TIME_ZONE, syntheticTicks } from '../codecs/synthetic.js';
 import type { MicroBench } from '../types.js';
 
@@ -36,6 +36,7 @@ function poolBench(ticksPerTask: number): MicroBench {
       const task: DecodeTask = {
         source: 'bench',
         symbols: ['EURUSD'],
+        symbolDigits: [5],
         structSize: TICK_STRUCT_BYTES,
         clockRule: SERVER_TIME_ZONE,
         recordTicks: RECORD_TICKS,

@@ -21,6 +21,7 @@ export function sliceBatch(b: TickBatch, from: number, to: number): TickBatch {
   return {
     source: b.source,
     symbols: b.symbols,
+    symbolDigits: b.symbolDigits,
     length: to - from,
     receivedAtMs: b.receivedAtMs,
     seq: b.seq.subarray(from, to),

@@ -14,7 +14,7 @@
  *   `--record-size` would have the tool draw random letters for every record, which costs it a
  *   third of its rate here), acks=all, idempotence, the journal's linger.ms / batch.size /
  *   request size, in-flight bytes as our queue limit, and a transaction committed every
- *   `transactionIntervalMs`. Its own summary line counts (from its first send, JIT warm-up
+ *   20 ms (its least `--transaction-duration-ms` that keeps up; ours commits as soon as the last one did). Its own summary line counts (from its first send, JIT warm-up
  *   included, JVM launch not). Once more with ours' measured transaction length, to show how
  *   much of any gap is transaction size.
  * - peers: kafkajs (transactional, idempotent, acks -1) with the journal's records per
@@ -54,7 +54,9 @@ const LIBS = fileURLToPath(
 const RECORD_TICKS = 1000; // recordTicks
 const RECORDS_PER_APPEND = 8; // a decode batch of 8192 ticks is 8-9 records
 const DISTINCT_RECORDS = 64; // encoded once and cycled
-const TRANSACTION_INTERVAL_MS = 20; // transactionIntervalMs default
+const TRANSACTION_INTERVAL_MS = 0; // transactionIntervalMs default: the next transaction as soon as one commits
+/** The Java tool needs a positive transaction duration: it commits every this many ms. */
+const NATIVE_TRANSACTION_MS = 20;
 const MAX_TRANSACTION_RECORDS = 10_000; // as pipeline/serve.ts
 const MAX_QUEUED_BYTES = 128 << 20; // maxJournalQueuedBytes default
 const KAFKAJS_REQUEST_BYTES = 1_000_000;
@@ -399,7 +401,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
         .join('\n'),
     );
     const work = entries(records, n);
-    const native = (r: string, count: number, transactionMs = TRANSACTION_INTERVAL_MS) =>
+    const native = (r: string, count: number, transactionMs = NATIVE_TRANSACTION_MS) =>
       runNative({
         topic: nativeTopic,
         n: count,
@@ -481,7 +483,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
           compared_compression: `${COMPARED_COMPRESSION} on every side (same bytes on the wire)`,
           journal_config: journalConfigFrom,
           producer: `acks=${JOURNAL['acks']}, enable.idempotence=${JOURNAL['enable.idempotence']}, linger.ms=${JOURNAL['linger.ms']}, batch.size=${JOURNAL['batch.size']}, max request ${JOURNAL['message.max.bytes']} B`,
-          transactions: `ours after ${TRANSACTION_INTERVAL_MS} ms of gathering or ${MAX_TRANSACTION_RECORDS} records, one in flight; native --transaction-duration-ms ${TRANSACTION_INTERVAL_MS}`,
+          transactions: `ours: one in flight, the next with what gathered meanwhile (at most ${MAX_TRANSACTION_RECORDS} records); native --transaction-duration-ms ${NATIVE_TRANSACTION_MS}`,
           ours_appends: `${RECORDS_PER_APPEND} records + 1 source state each, key "${SOURCE}", ${Object.keys((records[0] as JournalRecord).headers ?? {}).length} headers (${headerBytes} B)`,
           ours_max_queued_bytes: MAX_QUEUED_BYTES,
           ours_records_per_transaction: recordsPerTxn,
@@ -490,7 +492,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
           ours_rounds: ours.map((o) => short(o.recordsPerS)).join('/'),
           ours_lz4_records_per_s: Math.round(lz4Best),
           ours_lz4_rounds: oursLz4.map((o) => short(o.recordsPerS)).join('/'),
-          native_cmd: `java -cp '.infra/kafka/libs/*' org.apache.kafka.tools.ProducerPerformance --num-records ${n} --payload-file <16 lines of ${recordSize} B> --throughput -1 --producer-props acks=all enable.idempotence=true linger.ms=${JOURNAL['linger.ms']} batch.size=${JOURNAL['batch.size']} compression.type=${COMPARED_COMPRESSION} max.request.size=${JOURNAL['message.max.bytes']} buffer.memory=${MAX_QUEUED_BYTES} --transactional-id <id> --transaction-duration-ms ${TRANSACTION_INTERVAL_MS}`,
+          native_cmd: `java -cp '.infra/kafka/libs/*' org.apache.kafka.tools.ProducerPerformance --num-records ${n} --payload-file <16 lines of ${recordSize} B> --throughput -1 --producer-props acks=all enable.idempotence=true linger.ms=${JOURNAL['linger.ms']} batch.size=${JOURNAL['batch.size']} compression.type=${COMPARED_COMPRESSION} max.request.size=${JOURNAL['message.max.bytes']} buffer.memory=${MAX_QUEUED_BYTES} --transactional-id <id> --transaction-duration-ms ${NATIVE_TRANSACTION_MS}`,
           native_payload: 'our records as base64 text cut to the same size, no key, no headers',
           native_rounds: nativeRounds.map(short).join('/'),
           native_txn_ms_as_ours: `${Math.round(nativeLongTxn)} records/s with --transaction-duration-ms ${txnMs}`,
@@ -499,7 +501,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
           plain_producer: `journal settings, compression ${COMPARED_COMPRESSION}, no transactional.id, until every delivery report, best of ${plainRounds.map(short).join('/')}`,
         },
         peers,
-        note: `${kafkajsError ? `kafkajs could not run against this broker: ${kafkajsError}. ` : ''}All sides send the same record size uncompressed; the journal as configured (lz4, which shrinks tick records) made ${Math.round(lz4Best)} records/s. Under this unthrottled load the journal gathers ${recordsPerTxn} records per transaction, the Java tool commits every ${TRANSACTION_INTERVAL_MS} ms (native_txn_ms_as_ours: the tool with ours' transaction length). Ticks/s = records/s × ${RECORD_TICKS}`,
+        note: `${kafkajsError ? `kafkajs could not run against this broker: ${kafkajsError}. ` : ''}All sides send the same record size uncompressed; the journal as configured (lz4, which shrinks tick records) made ${Math.round(lz4Best)} records/s. Under this unthrottled load the journal gathers ${recordsPerTxn} records per transaction, the Java tool commits every ${NATIVE_TRANSACTION_MS} ms (native_txn_ms_as_ours: the tool with ours' transaction length). Ticks/s = records/s × ${RECORD_TICKS}`,
       },
     ];
   } finally {

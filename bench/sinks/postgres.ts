@@ -4,20 +4,24 @@
  * partitions, primary key and symbol index) migrated into a private `tsbench_<hex>` schema.
  *
  * - ours: what PostgresLoader does per transaction, for N ticks in 1000-tick records, 50
- *   records (50 000 rows, loaderMaxBatchTicks) per transaction: begin, the partition's
- *   `sink_offsets` row `FOR UPDATE` (fencing), `tickstream_ensure_partitions` for each day
- *   present, CopyEncoder rows (one copy per record, as the loader keeps them), pg-copy-streams
+ *   records (50 000 rows, loaderMaxBatchTicks) per transaction: `tickstream_ensure_partitions`
+ *   for a day not seen before in the pass, begin, the partition's `sink_offsets` row
+ *   `FOR UPDATE` (fencing), CopyEncoder rows (one copy per record, as the loader keeps them), pg-copy-streams
  *   `COPY ticks (...) FROM STDIN (FORMAT binary)`, the new offset, commit. Only the Kafka
  *   consume and the FlatBuffers decode are left out.
  * - native: `psql -c "\copy <schema>.ticks (...) from '<file>' (format binary)"` of the same
  *   rows, encoded beforehand into a temp file by the same encoder: both sides send the same
  *   bytes, so this compares the client side of the ingest (psql start-up and connection are
  *   included: 30-50 ms, 1-3% of a pass).
+ * - the limit: the same `psql \copy` into `ticks_unindexed`, a table of the same columns and
+ *   the same daily partitions without any index, in the same run: what the server loads when
+ *   no index is maintained, the ceiling a layout of `ticks` can approach (settings
+ *   `unindexed_rows_per_s`; the note gives the real table's share of it).
  * - peers, through `pg`: parameterised multi-row INSERT (1000 rows, 11 000 parameters per
  *   prepared statement, 50 000 rows per transaction), and one prepared INSERT per row (fewer
  *   rows, one transaction: round trips, not fsyncs).
  *
- * Rounds alternate native and ours, best of each counts (shared machine); the table is
+ * Rounds alternate native, the unindexed limit and ours, best of each counts (shared machine); the table is
  * truncated before every pass. The schema and the temp file are removed at the end.
  */
 import { execFile } from 'node:child_process';
@@ -46,14 +50,25 @@ const GROUP = 'tsbench';
 
 /**
  * One loader transaction, as PostgresLoader#transaction + #copyTicks do it minus Kafka and the
- * FlatBuffers decode: lock and check the offset row (fencing), the daily partitions of the days
- * present, the COPY, the new offset, commit.
+ * FlatBuffers decode: the daily partitions of days not seen yet, lock and check the offset row
+ * (fencing), the COPY, the new offset, commit.
  */
 async function loaderTransaction(
   client: pg.Client,
   encoder: CopyEncoder,
   batches: TickBatch[],
+  knownDays: Set<number>,
 ): Promise<void> {
+  // The loader creates the partitions of days it has not seen yet, before its transaction.
+  const days = new Set<number>();
+  for (const b of batches)
+    for (let i = 0; i < b.length; i++) days.add(Math.floor((b.utcMsc[i] as number) / DAY));
+  for (const day of [...days].sort((x, y) => x - y)) {
+    if (knownDays.has(day)) continue;
+    const d = new Date(day * DAY).toISOString();
+    await client.query('select tickstream_ensure_partitions($1::date, $1::date)', [d]);
+    knownDays.add(day);
+  }
   await client.query('begin');
   const { rows: stored } = await client.query<{ next_offset: string; generation: string }>(
     'select next_offset, generation from sink_offsets where consumer_group = $1 and topic = $2 and partition = $3 for update',
@@ -61,13 +76,6 @@ async function loaderTransaction(
   );
   const row = stored[0];
   if (!row || Number(row.generation) !== 1) throw new Error('the sink_offsets row of the bench is missing');
-  const days = new Set<number>();
-  for (const b of batches)
-    for (let i = 0; i < b.length; i++) days.add(Math.floor((b.utcMsc[i] as number) / DAY));
-  for (const day of [...days].sort((x, y) => x - y)) {
-    const d = new Date(day * DAY).toISOString();
-    await client.query('select tickstream_ensure_partitions($1::date, $1::date)', [d]);
-  }
   const chunks = batches.map((b) => Buffer.from(encoder.ticks(b)));
   const stream = client.query(copyFrom(`copy ticks (${COLUMNS}) from stdin (format binary)`));
   const done = once(stream, 'finish');
@@ -84,16 +92,18 @@ async function loaderTransaction(
 
 async function runOurs(client: pg.Client, batches: TickBatch[]): Promise<number> {
   const encoder = new CopyEncoder();
+  const knownDays = new Set<number>();
   const perTxn = TXN_ROWS / RECORD_TICKS;
   const n = batches.reduce((s, b) => s + b.length, 0);
   const t0 = performance.now();
   for (let i = 0; i < batches.length; i += perTxn)
-    await loaderTransaction(client, encoder, batches.slice(i, i + perTxn));
+    await loaderTransaction(client, encoder, batches.slice(i, i + perTxn), knownDays);
   return n / ((performance.now() - t0) / 1000);
 }
 
-async function runPsql(schema: string, file: string, n: number): Promise<number> {
-  const cmd = `\\copy ${quoteIdent(schema)}.ticks (${COLUMNS}) from '${file}' (format binary)`;
+/** psql `\copy` of a binary COPY file into `schema.table`: rows per second (checks the count). */
+export async function runPsql(schema: string, table: string, file: string, n: number): Promise<number> {
+  const cmd = `\\copy ${quoteIdent(schema)}.${table} (${COLUMNS}) from '${file}' (format binary)`;
   const t0 = performance.now();
   const { stdout } = await run('psql', [URL_, '-X', '-v', 'ON_ERROR_STOP=1', '-c', cmd], {
     timeout: 300_000,
@@ -183,14 +193,14 @@ async function pass<T>(client: pg.Client, retries: string[], what: string, fn: (
     if (!/out of shared memory|deadlock detected|could not serialize/.test(message)) throw err;
     retries.push(`${what}: ${message.trim().split('\n').pop()}`);
     await client.query('rollback').catch(() => undefined);
-    await client.query('truncate ticks');
+    await client.query('truncate ticks, ticks_unindexed');
     await sleep(1000);
     return fn();
   }
 }
 
-async function count(client: pg.Client): Promise<number> {
-  const { rows } = await client.query<{ n: string }>('select count(*) as n from ticks');
+async function count(client: pg.Client, table = 'ticks'): Promise<number> {
+  const { rows } = await client.query<{ n: string }>(`select count(*) as n from ${table}`);
   return Number(rows[0]?.n ?? 0);
 }
 
@@ -228,31 +238,45 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
     const bytes = Buffer.concat(parts);
     writeFileSync(file, bytes);
     // The partitions exist from the start and stay across truncates, as in a loader's steady
-    // state: ours still calls tickstream_ensure_partitions per transaction, as the loader does.
+    // state: ours still calls tickstream_ensure_partitions once per pass and day, as a loader
+    // does once per run and day.
     const first = batches[0]?.utcMsc[0] as number;
     const last = batches[batches.length - 1]?.utcMsc.at(-1) as number;
     await client.query('select tickstream_ensure_partitions($1::date, $2::date)', [
       new Date(Math.floor(first / DAY) * DAY).toISOString(),
       new Date(Math.floor(last / DAY) * DAY).toISOString(),
     ]);
+    // The limit: the same columns and daily partitions, no index at all.
+    await client.query('create table ticks_unindexed (like ticks) partition by range (time)');
+    for (let day = Math.floor(first / DAY); day <= Math.floor(last / DAY); day++)
+      await client.query(
+        `create table ticks_unindexed_${day} partition of ticks_unindexed for values from ('${new Date(day * DAY).toISOString()}') to ('${new Date((day + 1) * DAY).toISOString()}')`,
+      );
 
     // Warm-up (JIT, plan caches, the table's pages): not timed.
     await runOurs(client, batches.slice(0, 20));
     await client.query('truncate ticks');
 
     const native: number[] = [];
+    const unindexed: number[] = [];
     const ours: number[] = [];
     const retries: string[] = [];
     for (let r = 0; r < rounds; r++) {
-      native.push(await pass(client, retries, 'psql', () => runPsql(schema, file, n)));
+      native.push(await pass(client, retries, 'psql', () => runPsql(schema, 'ticks', file, n)));
       if ((await count(client)) !== n) throw new Error('psql did not load every row');
       await client.query('truncate ticks');
+      unindexed.push(
+        await pass(client, retries, 'psql unindexed', () => runPsql(schema, 'ticks_unindexed', file, n)),
+      );
+      if ((await count(client, 'ticks_unindexed')) !== n) throw new Error('psql did not load every row');
+      await client.query('truncate ticks_unindexed');
       ours.push(await pass(client, retries, 'ours', () => runOurs(client, batches)));
       if ((await count(client)) !== n) throw new Error('the COPY path did not load every row');
       await client.query('truncate ticks');
     }
     const oursBest = best(ours);
     const nativeBest = best(native);
+    const unindexedBest = best(unindexed);
 
     const multi = await pass(client, retries, 'multi-row', () => multiRowInsert(client, batches, multiN));
     await client.query('truncate ticks');
@@ -261,7 +285,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
 
     const settings = {
       postgres: `${version} at ${new URL(URL_).host}, synchronous_commit=${syncCommit}`,
-      table: `${schema}.ticks (migrations applied: daily partitions, pk source+seq+time, index symbol+time)`,
+      table: `${schema}.ticks (migrations applied: daily partitions, btree symbol+time, brin seq)`,
       rows_per_round: n,
       days_spanned: days,
       rounds,
@@ -271,11 +295,14 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
       native_cmd: `psql -X -c "\\copy ${schema}.ticks (${COLUMNS}) from '<tmp>/ticks.bin' (format binary)"`,
       native_transactions: 1,
       native_rounds: native.map(short).join('/'),
+      unindexed_rows_per_s: Math.round(unindexedBest),
+      unindexed_table: 'ticks_unindexed: the columns and daily partitions of ticks, no index',
+      unindexed_rounds: unindexed.map(short).join('/'),
       ours_path: 'CopyEncoder + pg-copy-streams COPY FROM STDIN (FORMAT binary), as PostgresLoader',
       ours_rows_per_transaction: TXN_ROWS,
       ours_rows_per_record: RECORD_TICKS,
       ours_per_transaction:
-        'begin, sink_offsets row for update, ensure_partitions per day present, COPY, sink_offsets update, commit',
+        'ensure_partitions for a day not seen yet, begin, sink_offsets row for update, COPY, sink_offsets update, commit',
       ours_rounds: ours.map(short).join('/'),
       multi_insert_rows: multiN,
       multi_insert_rows_per_statement: INSERT_ROWS,
@@ -299,7 +326,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
           },
           { label: 'pg INSERT per row', value: one, unit: 'rows/s', ratio_ours_to_peer: oursBest / one },
         ],
-        note: `native loads all ${n} rows in one transaction from a pre-encoded file; ours encodes and commits every ${TXN_ROWS} rows. Both are bound by the server's index and WAL work`,
+        note: `native loads all ${n} rows in one transaction from a pre-encoded file; ours encodes and commits every ${TXN_ROWS} rows. Both are bound by the server's index and WAL work: the same psql \\copy into an unindexed table of the same columns (the limit) took ${short(unindexedBest)} rows/s, the real table ${(nativeBest / unindexedBest).toFixed(2)}× of it`,
       },
     ];
   } finally {

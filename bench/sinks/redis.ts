@@ -25,7 +25,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { encodeCommand } from '../../codecs/resp.js';
 import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
-import { RedisSink } from '../../sinks/redis.js';
+import { RedisSink } from '../../sinks/redis/sink.js';
 import type { Comparison } from '../report.js';
 
 const run = promisify(execFile);
@@ -49,7 +49,7 @@ function makeBatches(n: number, startMs: number): TickBatch[] {
   let ms = startMs;
   for (let from = 0; from < n; from += BATCH_TICKS) {
     const len = Math.min(BATCH_TICKS, n - from);
-    const b = allocTickBatch(SOURCE, [SYMBOL], len);
+    const b = allocTickBatch(SOURCE, [SYMBOL], len, [5]); // EURUSD quotes 5 digits, as the EA says
     for (let i = 0; i < len; i++) {
       const k = from + i;
       bid = Math.max(0.5, bid + (((k * 7919) % 11) - 5) * 1e-5);

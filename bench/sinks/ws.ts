@@ -4,8 +4,8 @@
  *
  * - ours: a WsServer (production options: 1 MiB slow-consumer limit, conflate) given N ticks as
  *   TickBatches of 300 ticks over three symbols, so every `write(batch)` makes three
- *   `{"type":"ticks",...}` messages of ~100 ticks, serialised by the server and sent to every
- *   client subscribed to `*`.
+ *   `{"type":"ticks",...}` messages of ~100 ticks, serialised by the server and published to
+ *   the uWS topic its clients (subscribed to `*`) are on.
  * - native: a uWS app whose clients subscribe to one topic, `app.publish(topic, message)` of the
  *   same messages, serialised beforehand (its best case).
  * - peer: the `ws` package's WebSocketServer sending the same pre-serialised messages to each
@@ -19,8 +19,13 @@
  * each client got is compared with the last one sent. Figures are ticks delivered per second
  * summed over clients.
  *
- * Rounds alternate native and ours, best of each counts (shared machine).
+ * Rounds alternate native and ours, best of each counts (shared machine). On a loaded machine
+ * the clients' thread sets both rates, so one more round per side measures what the fan-out
+ * costs the server: CPU time of the main thread (where uWS writes to the sockets) per tick
+ * delivered, paced with 1 ms timers instead of turns of the loop (which would burn that thread
+ * while it waits). Ours includes the JSON serialisation native is spared.
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import uws from '@trufflesuite/uws-js-unofficial';
 import { pino } from 'pino';
@@ -129,6 +134,25 @@ async function startClients(url: string, n: number): Promise<Clients> {
 }
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
+const nap = () => new Promise<void>((r) => setTimeout(r, 1));
+
+/** CPU time of this process's main thread in ms (Linux; 10 ms resolution), or null elsewhere. */
+function mainThreadCpuMs(): number | null {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** How a side is timed: best wall rate (`tick` waits) or main-thread CPU (`nap` waits). */
+interface Timing {
+  wait: () => Promise<void>;
+}
+const FAST: Timing = { wait: tick };
+const CPU: Timing = { wait: nap };
 
 /**
  * Sends `total` messages through `send(k)` (which may send several: `perSend[k]`), never more
@@ -140,7 +164,8 @@ async function paced(
   perSend: (k: number) => number,
   send: (k: number) => void,
   window: number,
-): Promise<number> {
+  wait: () => Promise<void>,
+): Promise<{ seconds: number; cpuMs: number | null }> {
   let sent = 0;
   let lastProgress = performance.now();
   let lastMin = -1;
@@ -155,14 +180,30 @@ async function paced(
     return m;
   };
   const t0 = performance.now();
+  const cpu0 = mainThreadCpuMs();
   for (let k = 0; k < sends; k++) {
-    while (sent - check() >= window) await tick();
+    while (sent - check() >= window) await wait();
     send(k);
     sent += perSend(k);
   }
-  while (check() < sent) await tick();
-  return (performance.now() - t0) / 1000;
+  while (check() < sent) await wait();
+  const cpu1 = mainThreadCpuMs();
+  return {
+    seconds: (performance.now() - t0) / 1000,
+    cpuMs: cpu0 === null || cpu1 === null ? null : cpu1 - cpu0,
+  };
 }
+
+interface Run {
+  ticksPerS: number;
+  /** Main-thread CPU per tick delivered (summed over clients), ns. */
+  cpuNsPerTick: number | null;
+}
+
+const runOf = (w: Workload, n: number, r: { seconds: number; cpuMs: number | null }): Run => ({
+  ticksPerS: (w.ticks * n) / r.seconds,
+  cpuNsPerTick: r.cpuMs === null ? null : (r.cpuMs * 1e6) / (w.ticks * n),
+});
 
 interface Workload {
   batches: TickBatch[];
@@ -184,7 +225,7 @@ async function verify(clients: Clients, w: Workload, side: string): Promise<void
   });
 }
 
-async function runOurs(w: Workload, n: number): Promise<{ ticksPerS: number; conflated: number }> {
+async function runOurs(w: Workload, n: number, timing: Timing): Promise<Run & { conflated: number }> {
   const registry = new Registry();
   const server = new WsServer({
     host: HOST,
@@ -201,24 +242,29 @@ async function runOurs(w: Workload, n: number): Promise<{ ticksPerS: number; con
   const port = await server.start();
   const clients = await startClients(`ws://${HOST}:${port}/ws`, n);
   try {
-    const seconds = await paced(
+    const r = await paced(
       clients,
       w.batches.length,
       (k) => (w.messages[k] as Buffer[]).length,
       (k) => server.write(w.batches[k] as TickBatch),
       w.window,
+      timing.wait,
     );
     await verify(clients, w, 'WsServer');
-    const conflated = (await registry.getSingleMetric('tickstream_ws_conflated_ticks_total')?.get())
-      ?.values[0];
-    return { ticksPerS: (w.ticks * n) / seconds, conflated: conflated?.value ?? 0 };
+    const metric = async (name: string) =>
+      (await registry.getSingleMetric(name)?.get())?.values[0]?.value ?? 0;
+    // The server's own count (uWS numSubscribers per publish) against what the clients counted.
+    const counted = await metric('tickstream_ws_ticks_sent_total');
+    if (counted !== w.ticks * n)
+      throw new Error(`WsServer: tickstream_ws_ticks_sent_total ${counted}, clients got ${w.ticks * n}`);
+    return { ...runOf(w, n, r), conflated: await metric('tickstream_ws_conflated_ticks_total') };
   } finally {
     await clients.close();
     await server.close();
   }
 }
 
-async function runNative(w: Workload, n: number): Promise<number> {
+async function runNative(w: Workload, n: number, timing: Timing): Promise<Run> {
   const app = uws.App();
   const sockets = new Set<uws.WebSocket<unknown>>();
   app.ws('/ws', {
@@ -245,15 +291,16 @@ async function runNative(w: Workload, n: number): Promise<number> {
   const port = uws.us_socket_local_port(listen as unknown as uws.us_socket);
   const clients = await startClients(`ws://${HOST}:${port}/ws`, n);
   try {
-    const seconds = await paced(
+    const r = await paced(
       clients,
       w.flat.length,
       () => 1,
       (k) => app.publish(TOPIC, w.flat[k] as Buffer, false),
       w.window,
+      timing.wait,
     );
     await verify(clients, w, 'uWS publish');
-    return (w.ticks * n) / seconds;
+    return runOf(w, n, r);
   } finally {
     await clients.close();
     for (const ws of sockets) ws.end(1001);
@@ -279,7 +326,7 @@ async function runWs(w: Workload, n: number): Promise<number> {
   const port = (wss.address() as { port: number }).port;
   const clients = await startClients(`ws://${HOST}:${port}/ws`, n);
   try {
-    const seconds = await paced(
+    const { seconds } = await paced(
       clients,
       w.flat.length,
       () => 1,
@@ -288,6 +335,7 @@ async function runWs(w: Workload, n: number): Promise<number> {
         for (const ws of subscribed) ws.send(m, { binary: false });
       },
       w.window,
+      tick,
     );
     await verify(clients, w, 'ws WebSocketServer');
     return (w.ticks * n) / seconds;
@@ -319,15 +367,19 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
     flat: messages.slice(0, 50).flat(),
     ticks: batches.slice(0, 50).reduce((s, b) => s + b.length, 0),
   };
-  await runOurs(warm, 4);
-  await runNative(warm, 4);
+  await runOurs(warm, 4, FAST);
+  await runNative(warm, 4, FAST);
 
   const native: number[] = [];
-  const ours: { ticksPerS: number; conflated: number }[] = [];
+  const ours: (Run & { conflated: number })[] = [];
   for (let r = 0; r < rounds; r++) {
-    native.push(await runNative(w, clientsN));
-    ours.push(await runOurs(w, clientsN));
+    native.push((await runNative(w, clientsN, FAST)).ticksPerS);
+    ours.push(await runOurs(w, clientsN, FAST));
   }
+  const nativeCpu = (await runNative(w, clientsN, CPU)).cpuNsPerTick;
+  const oursCpuRun = await runOurs(w, clientsN, CPU);
+  const oursCpu = oursCpuRun.cpuNsPerTick;
+  const ns = (v: number | null) => (v === null ? 'n/a (no /proc)' : `${v.toFixed(0)} ns`);
   const peer = await runWs(w, clientsN);
   const oursBest = best(ours.map((o) => o.ticksPerS));
   const nativeBest = best(native);
@@ -336,7 +388,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
     {
       name: 'ws: fan-out of JSON tick messages to every client (ticks delivered, summed)',
       ours: {
-        label: 'WsServer.write (uWS, serialises per batch)',
+        label: 'WsServer.write (uWS topics, serialises per batch)',
         value: oursBest,
         unit: 'ticks/s delivered',
       },
@@ -354,8 +406,11 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
         bytes_per_client: bytes,
         pacing: `≤ ${window} messages (${WINDOW_BYTES >> 10} KiB) ahead of the slowest client`,
         ours_options: `maxBackpressureBytes ${MAX_BACKPRESSURE_BYTES}, conflate, uWS maxBackpressure ${MAX_BACKPRESSURE_BYTES * 4}`,
-        ours_conflated_ticks: ours.reduce((s, o) => s + o.conflated, 0),
+        ours_conflated_ticks: ours.reduce((s, o) => s + o.conflated, oursCpuRun.conflated),
         ours_rounds: ours.map((o) => short(o.ticksPerS)).join('/'),
+        server_cpu_per_delivered_tick: `ours ${ns(oursCpu)}, native ${ns(nativeCpu)} (main thread, one more round each, 1 ms timer pacing)`,
+        server_cpu_ratio_native_to_ours:
+          oursCpu && nativeCpu !== null ? Number((nativeCpu / oursCpu).toFixed(2)) : 'n/a',
         ours_mb_per_s: mbps(oursBest),
         native_app: `uWS.App, ws.subscribe('${TOPIC}'), app.publish of Buffers, maxBackpressure ${MAX_BACKPRESSURE_BYTES * 4}`,
         native_rounds: native.map(short).join('/'),
@@ -370,7 +425,7 @@ export async function compare({ quick }: { quick: boolean }): Promise<Comparison
           ratio_ours_to_peer: oursBest / peer,
         },
       ],
-      note: 'Clients verify count, first and last message bytes. Ours serialises each message once and sends the string to each client; native publishes pre-serialised bytes',
+      note: 'Clients verify count, first and last message bytes, and ours counts the ticks it sent (tickstream_ws_ticks_sent_total) as the clients did. Ours serialises each slice once and publishes it to a uWS topic; native publishes pre-serialised bytes',
     },
   ];
 }

@@ -1,5 +1,5 @@
 // The ticks a Redis stream holds (key PREFIX:ticks:SOURCE:SYMBOL; entry ID `<utc ms>-<seq>`,
-// fields b a l v vr f t s: sinks/redis.ts), oldest first, with ioredis, in pages of XRANGE.
+// fields b a l v vr f t s: sinks/redis/encoding.ts), oldest first, with ioredis, in pages of XRANGE.
 //   node dist/examples/ts/redis.js SOURCE SYMBOL
 // TICKSTREAM_REDIS_URL (default redis://127.0.0.1:6379), TICKSTREAM_REDIS_KEY_PREFIX (default mt5).
 import { Redis } from 'ioredis';

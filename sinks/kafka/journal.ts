@@ -6,8 +6,12 @@
  *
  * - One `transactional.id` per bridge instance: a restarted bridge fences the old one, whose
  *   pending transaction is aborted by the broker.
- * - Appends gather for `transactionIntervalMs` (or `maxTransactionRecords`), then go out in one
- *   transaction; one transaction is in flight at a time, the next one gathers meanwhile.
+ * - One transaction is in flight at a time. With none in flight an append goes out at once (after
+ *   the current turn of the event loop, so appends made together share it): at low rates each
+ *   append commits without waiting. While one is in flight, appends gather and go out together
+ *   as soon as it has committed (at most `maxTransactionRecords` records a transaction): at high
+ *   rates transactions grow with the load. `transactionIntervalMs` (default 0) is the least time
+ *   between the starts of two transactions, for brokers that must see fewer of them.
  * - A failed transaction is aborted and retried with the same content, with backoff, for as
  *   long as the error is not fatal: nothing accepted is lost, and aborted records are invisible
  *   to `read_committed` readers, so nothing is duplicated. While that goes on `ready` is false
@@ -30,7 +34,10 @@
  *   transaction that writes source states or claims waits for its sources records' offsets
  *   (delivery reports, on for this only), lets the fence read the sources partition up to the
  *   first of them, and leaves out — rejected with ERR_SOURCE_FENCED — the appends of sources
- *   another bridge has claimed since; the rest is retried at once.
+ *   another bridge has claimed since; the rest is retried at once. The fence need not wait for
+ *   its read when the journal knows the claims below the first record are those it read for the
+ *   last check (`claimsRead`, see #claimsKnownTo): one bridge alone on its sources partition
+ *   then commits without a read of the log per transaction.
  */
 import RdKafka from '@confluentinc/kafka-javascript';
 import type { Logger } from 'pino';
@@ -87,7 +94,12 @@ export interface Committed {
  * ERR_SOURCE_FENCED and the transaction is retried without them.
  */
 export interface TransactionFence {
-  check(offset: number, items: FenceItem[]): Promise<Set<string>>;
+  /**
+   * `claimsRead`: every record between the offset of the last check and `offset` is this
+   * journal's own and none is a claim, so the claims below `offset` are those the last check
+   * read (the fence need not wait for a read of the log).
+   */
+  check(offset: number, items: FenceItem[], claimsRead: boolean): Promise<Set<string>>;
 }
 
 export interface JournalOptions {
@@ -105,6 +117,7 @@ export interface JournalOptions {
   replicationFactor?: number;
   minInsyncReplicas?: number;
   retentionMs: number;
+  /** Least time between the starts of two transactions (0: the next starts as soon as one commits). */
   transactionIntervalMs: number;
   maxTransactionRecords: number;
   maxQueuedBytes: number;
@@ -155,8 +168,24 @@ export class KafkaJournal {
   #rebuilds = 0;
   #queue: Pending[] = [];
   #queuedBytes = 0;
+  /** Tick records in #queue (not yet taken into a transaction). */
+  #queuedRecords = 0;
   #running = false;
+  /** A run of #runLoop is scheduled (#timer while it waits out transactionIntervalMs). */
+  #scheduled = false;
   #timer: NodeJS.Timeout | null = null;
+  /** performance.now() when the last transaction began (transactionIntervalMs counts from it). */
+  #lastBeganAt = Number.NEGATIVE_INFINITY;
+  /**
+   * With fencing: the sources-partition offset up to which every claim is one the fence has
+   * read, -1 when unknown. Set after a commit whose sources records were only states, at
+   * offsets [F, L] with no gap (no other writer between them): then L + 1 is its commit marker
+   * and L + 2 the next free offset, and if the next transaction's first record lands exactly
+   * there, nothing but our own states and that marker lies between F and it, so the claims
+   * below it are the claims below F, which the check at F read. Any other layout (another
+   * bridge wrote in between, an abort, a claim) falls back to reading (docs/architecture.md).
+   */
+  #claimsKnownTo = -1;
   #ready = false;
   #dead: TickstreamError | null = null;
   /** performance.now() when the open transaction began; 0 when none is open. */
@@ -365,6 +394,7 @@ export class KafkaJournal {
     return new Promise<Committed>((resolve, reject) => {
       this.#queue.push({ entry, bytes, resolve, reject });
       this.#queuedBytes += bytes;
+      this.#queuedRecords += entry.ticks.length;
       this.#m.queued.set(this.#queuedBytes);
       this.#schedule();
     });
@@ -378,6 +408,7 @@ export class KafkaJournal {
       if (this.#timer) {
         clearTimeout(this.#timer);
         this.#timer = null;
+        this.#scheduled = false;
       }
       void this.#runLoop();
       await new Promise((r) => setTimeout(r, 5));
@@ -395,16 +426,27 @@ export class KafkaJournal {
     await disconnect(this.#producer);
   }
 
-  #schedule(delay = this.#o.transactionIntervalMs): void {
-    if (this.#running || this.#timer || this.#dead) return;
-    const records = this.#queue.reduce((n, p) => n + p.entry.ticks.length, 0);
-    this.#timer = setTimeout(
-      () => {
-        this.#timer = null;
-        void this.#runLoop();
-      },
-      records >= this.#o.maxTransactionRecords || this.#closing ? 0 : delay,
-    );
+  /**
+   * Runs the loop once this turn of the event loop is over (appends made in it share a
+   * transaction), or once transactionIntervalMs has passed since the last transaction began.
+   */
+  #schedule(): void {
+    if (this.#running || this.#scheduled || this.#dead) return;
+    this.#scheduled = true;
+    const run = () => {
+      this.#scheduled = false;
+      this.#timer = null;
+      void this.#runLoop();
+    };
+    const wait = this.#spacing();
+    if (wait > 0) this.#timer = setTimeout(run, wait);
+    else setImmediate(run);
+  }
+
+  /** How long the next transaction must still wait (transactionIntervalMs); 0: it may begin now. */
+  #spacing(): number {
+    if (this.#closing || this.#queuedRecords >= this.#o.maxTransactionRecords) return 0;
+    return Math.max(0, this.#lastBeganAt + this.#o.transactionIntervalMs - performance.now());
   }
 
   async #runLoop(): Promise<void> {
@@ -438,11 +480,8 @@ export class KafkaJournal {
           p.resolve(committed);
         }
         this.#m.queued.set(this.#queuedBytes);
-        if (
-          !this.#closing &&
-          this.#queue.reduce((n, p) => n + p.entry.ticks.length, 0) < this.#o.maxTransactionRecords
-        )
-          break;
+        // What gathered while this one was in flight goes out now, unless the spacing says wait.
+        if (this.#spacing() > 0) break;
       }
     } finally {
       this.#running = false;
@@ -457,6 +496,7 @@ export class KafkaJournal {
       records += (this.#queue[n] as Pending).entry.ticks.length;
       n++;
     }
+    this.#queuedRecords -= records;
     return this.#queue.splice(0, n);
   }
 
@@ -467,6 +507,11 @@ export class KafkaJournal {
   async #transaction(batch: Pending[]): Promise<Committed | 'retry' | 'fatal' | 'fenced'> {
     const started = performance.now();
     this.#txnStartedAt = started;
+    this.#lastBeganAt = started;
+    // Unknown until this transaction commits (an abort leaves records and a marker behind).
+    const claimsKnownTo = this.#claimsKnownTo;
+    this.#claimsKnownTo = -1;
+    let knownAfter = claimsKnownTo;
     try {
       await this.#call('beginTransaction', (cb) => this.#producer.beginTransaction(cb));
       const states = new Map<string, SourceState>();
@@ -497,14 +542,18 @@ export class KafkaJournal {
       let sourcesOffset = -1;
       const fence = this.#o.fence;
       if (fence && items.length) {
-        const fenced = await fence.check(Math.min(...(await this.#delivered(offsets))), items);
+        const first = Math.min(...(await this.#delivered(offsets)));
+        const fenced = await fence.check(first, items, first === claimsKnownTo);
         if (fenced.size) return await this.#dropFenced(batch, fenced);
         // Claims are written again after the check: a claimant that reads up to this second
         // record sees every transaction that began before its claim, including records of
         // theirs that landed after the first one (docs/architecture.md).
         const again = claims.map((c) => this.#produceSources(claimKey(c.source), c));
-        sourcesOffset = Math.max(...(await this.#delivered([...offsets, ...again])));
-      }
+        const written = await this.#delivered([...offsets, ...again]);
+        sourcesOffset = Math.max(...written);
+        const contiguous = sourcesOffset - first + 1 === written.length;
+        knownAfter = claims.length === 0 && contiguous ? sourcesOffset + 2 : -1;
+      } else if (items.length) knownAfter = -1;
       this.#o.crashPoint?.('journal-mid-transaction');
       this.#o.failPoint?.('journal-commit');
       await this.#o.slowPoint?.('journal-commit');
@@ -517,9 +566,17 @@ export class KafkaJournal {
         } catch (err) {
           const e = err as KafkaError;
           if (!e.isRetriable || e.isTxnRequiresAbort || e.isFatal) throw err;
+          // The outcome is unknown until a retry answers (it may have committed): retrying the
+          // commit is the only safe move. Meanwhile /readyz and the ready gauge say so.
+          this.#o.logger.warn(
+            { err: e.message, code: e.code },
+            'journal commit not confirmed yet; retrying it',
+          );
+          this.#setReady(false);
         }
       }
       this.#rebuilds = 0;
+      this.#claimsKnownTo = knownAfter;
       this.#m.txns.inc({ outcome: 'committed' });
       this.#m.txnSeconds.observe((performance.now() - started) / 1000);
       this.#m.records.inc({ topic: this.#o.ticksTopic }, ticks);
@@ -662,6 +719,7 @@ export class KafkaJournal {
     for (const p of [...batch, ...this.#queue]) p.reject(err);
     this.#queue = [];
     this.#queuedBytes = 0;
+    this.#queuedRecords = 0;
     this.#m.queued.set(0);
   }
 

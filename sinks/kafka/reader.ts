@@ -56,6 +56,11 @@ export interface ReadJournalOptions {
   onPartitions?: (partitions: { partition: number; low: number; high: number }[]) => void;
   onMessages: (messages: JournalMessage[]) => void | Promise<void>;
   /**
+   * librdkafka prefetch bounds instead of 64 MiB a fetch and 64 MiB queued: a reader inside
+   * `serve` passes SERVE_CONSUMER_PREFETCH (codecs/kafka-client.ts).
+   */
+  prefetch?: Record<string, number | string | boolean>;
+  /**
    * Called once per partition when everything before its end has been passed to onMessages
    * (partitions empty from the start are not reported: onPartitions shows them with low = high).
    */
@@ -73,6 +78,7 @@ export async function readJournal(options: ReadJournalOptions): Promise<{ messag
       'isolation.level': 'read_committed',
       'fetch.max.bytes': 64 << 20,
       'queued.max.messages.kbytes': 65536,
+      ...options.prefetch,
     },
     { 'auto.offset.reset': 'earliest' },
   );

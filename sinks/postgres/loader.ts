@@ -7,7 +7,8 @@
  * seeks to the stored `next_offset`. Every transaction first locks the partition's offset row
  * (`FOR UPDATE`) and checks the generation: a loader that lost the partition in a rebalance
  * finds another generation, rolls back and drops the partition. Messages below the stored
- * offset are skipped (already loaded). Kafka's own group offsets are never used.
+ * offset are skipped (already loaded). Kafka's own group offsets are never used. Partitions
+ * load side by side, one transaction each at a time, as many at once as the pool has connections.
  *
  * Log binding (log-binding.ts): each offset row holds the topic id of the log it counts in; an
  * assignment whose stored offset belongs to another log, or lies past the log end or before its
@@ -35,6 +36,7 @@ import {
   forwardKafkaLogs,
   type KafkaSecurity,
   kafkaClientProps,
+  SERVE_CONSUMER_PREFETCH,
 } from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
 import { allocTickBatch } from '../../codecs/tick-batch.js';
@@ -104,6 +106,8 @@ type Outcome =
   | { kind: 'outage' | 'data'; error: Error };
 
 const RECHECK_BLOCKED_MS = 10_000;
+/** Postgres connections of a loader: at most this many partitions load at once. */
+const POOL_CONNECTIONS = 2;
 
 /** `topic:partition` keys back to their parts (topic names may hold ':'; partitions never). */
 function partitionOf(key: string): { topic: string; partition: number } {
@@ -159,7 +163,7 @@ export class PostgresLoader {
     this.#o = options;
     this.#pool = new pg.Pool({
       connectionString: options.postgresUrl,
-      max: 2,
+      max: POOL_CONNECTIONS,
       options: `-c search_path=${quoteIdent(options.schema)}`,
     });
     // Idle clients die with the server: the next query reconnects, but it is counted and said.
@@ -175,7 +179,7 @@ export class PostgresLoader {
         'enable.auto.offset.store': false,
         'isolation.level': 'read_committed',
         'partition.assignment.strategy': 'range',
-        'fetch.max.bytes': 32 << 20,
+        ...SERVE_CONSUMER_PREFETCH,
         // A topic deleted and re-created is seen at the next refresh (default 5 min).
         'topic.metadata.refresh.interval.ms': 10_000,
         rebalance_cb: (err: RdKafka.LibrdKafkaError, assignment: RdKafka.Assignment[]) =>
@@ -539,14 +543,15 @@ export class PostgresLoader {
         const owned = this.#owned.get(`${m.topic}:${m.partition}`);
         if (owned?.state === 'ready') owned.pending.push(m);
       }
-      let loaded = false;
       const now = Date.now();
-      for (const [key, owned] of this.#owned) {
-        if (!this.#running) break;
-        if (owned.state !== 'ready' || owned.pending.length === 0 || owned.retryAt > now) continue;
-        await this.#load(key, owned);
-        loaded = true;
-      }
+      const due = [...this.#owned].filter(
+        ([, o]) => o.state === 'ready' && o.pending.length > 0 && o.retryAt <= now,
+      );
+      // Partitions load side by side, as many at once as the pool has connections: each COPY
+      // keeps a Postgres backend (a core) busy, and one partition's decode and encode overlap
+      // another's COPY. Within a partition transactions stay one after the other.
+      await Promise.all(due.map(([key, owned]) => this.#load(key, owned)));
+      const loaded = due.length > 0;
       if (now - this.#lastRecheck > RECHECK_BLOCKED_MS) {
         this.#lastRecheck = now;
         const blocked = [...this.#owned].filter(([, o]) => o.state === 'blocked').map(([k]) => k);

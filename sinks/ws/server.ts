@@ -15,10 +15,22 @@
  * Each (source, symbol) slice is serialised once per format per publish, whatever the number
  * of clients; a client subscribed to overlapping channels still gets each tick once.
  *
+ * Fan-out through uWS topics: a slice goes out as one `app.publish` to the topic of everything
+ * (`*`) and one to its pair's topic, per format; uWS copies it to the subscribers in C++. A
+ * client's channels become topics normalised so that every slice reaches it through exactly one:
+ * `*` alone when it holds `*`, else the topic of every known pair its channels match (a pair
+ * seen for the first time subscribes the clients it matches before its first publish). A client
+ * that needs a step of its own (snapshots still to send, a resume holding its ticks, conflation)
+ * leaves its topics and is served one by one as before (`#direct`); it rejoins once that is
+ * over. Leaving and rejoining happen between two slices, so no tick is lost or doubled: what
+ * uWS has queued for it from a publish goes out before anything sent to it afterwards.
+ *
  * Slow consumers: once a client's unsent bytes pass `maxBackpressureBytes`, `conflate` keeps
  * only the newest tick per source:symbol for it and sends those (marked "conflated", with the
- * count skipped) when it drains; `disconnect` closes it with 1008 and a reason. Memory per
- * client stays bounded either way.
+ * count skipped) when it drains, then live ticks; `disconnect` closes it with 1008 and a reason.
+ * Memory per client stays bounded either way. A client on the topics is checked whenever a
+ * quarter of the limit has been published since the last check (`#checkLive`), not per message:
+ * it may pass the limit by that much before it is conflated.
  *
  * Hostile clients: every inbound message is parsed and then checked against a zod schema (never
  * read by property access: `null` is valid JSON); a message that fails gets an `error` reply with
@@ -44,6 +56,7 @@ import { TickRecordEncoder } from '../../codecs/flat-record.js';
 import type { TickBatch } from '../../codecs/tick-batch.js';
 import { pick, tickObjects } from './messages.js';
 import {
+  channelMatches,
   type OpenJournal,
   type PacerLike,
   parseTime,
@@ -124,6 +137,10 @@ export interface RouteOptions {
 interface Client {
   binary: boolean;
   channels: Set<string>;
+  /** The topics its channels map to (`#topicsOf`), subscribed in uWS while `live`. */
+  topics: Set<string>;
+  /** Live ticks reach it through its topics; when false write() sends them to it one by one. */
+  live: boolean;
   /** Newest tick message per source:symbol held back while the client is slow. */
   conflated: Map<string, { json: string; skipped: number }>;
   /** Set in uWS's close: a closed socket must not be touched again (uWS throws). */
@@ -184,12 +201,32 @@ const ALLOW = 'GET, HEAD';
 /** A pair's key in the snapshot index; NUL cannot occur in a source or symbol name. */
 const latestKey = (source: string, symbol: string) => `${source}\u0000${symbol}`;
 
+/** The uWS topic of every slice (`pair` null) or of one pair (`latestKey`), per format. */
+const topicOf = (binary: boolean, pair: string | null) =>
+  `${binary ? 'b' : 'j'}${pair === null ? '*' : `:${pair}`}`;
+/**
+ * Every client holds this topic, never published to: uWS frees a socket's subscriber, and with
+ * it the published messages not yet written to that socket, when it leaves its last topic.
+ */
+const KEEP_TOPIC = 'keep';
+/**
+ * Published messages uWS may hold per socket before writing them: it writes at once those of
+ * 16 KiB and more (LoopData::CORK_BUFFER_SIZE), and a socket's queue of smaller ones at 32
+ * (TopicTree.h). Added to uWS's own limit so a publish is never dropped for a client on the topics.
+ */
+const UWS_QUEUED_BYTES = 32 * 16 * 1024;
+
 export class WsServer {
   readonly #o: WsServerOptions;
   readonly #app: uws.TemplatedApp;
   #closing = false;
   readonly #routes = new Map<string, { handler: HttpHandler; auth: boolean; stallTimeoutMs: number }>();
   readonly #clients = new Set<Socket>();
+  /** Clients off the topics, whose live ticks write() sends one by one. */
+  readonly #direct = new Set<Socket>();
+  /** Bytes published since the clients on the topics were last checked for backpressure. */
+  #sinceCheck = 0;
+  readonly #checkEveryBytes: number;
   /** Latest tick message per pair (`latestKey`), for snapshots on subscribe. */
   readonly #latest = new Map<string, string>();
   /** symbol → sources that have a snapshot of it: a subscribe looks up, never scans. */
@@ -207,6 +244,7 @@ export class WsServer {
 
   constructor(options: WsServerOptions) {
     this.#o = options;
+    this.#checkEveryBytes = Math.max(1, Math.floor(options.maxBackpressureBytes / 4));
     this.#app = options.tls
       ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile })
       : uws.App();
@@ -269,6 +307,11 @@ export class WsServer {
         help: 'Configured wsMaxChannelsPerClient',
         registers,
       }),
+      directClients: new Gauge({
+        name: 'tickstream_ws_direct_clients',
+        help: 'Websocket clients sent live ticks one by one (snapshots pending, resuming, over their backpressure limit) instead of through uWS topics',
+        registers,
+      }),
       snapshotsPending: new Gauge({
         name: 'tickstream_ws_snapshots_pending',
         help: 'Snapshot messages queued for subscribing clients, sent a few per event-loop turn',
@@ -306,7 +349,12 @@ export class WsServer {
     };
     this.#m.channelsLimit.set(options.maxChannelsPerClient);
     this.#app.ws<Client>('/ws', {
-      maxBackpressure: options.maxBackpressureBytes * 4,
+      // uWS drops a message silently past this (WebSocket.h send: DROPPED), publishes included.
+      // Ours is checked first (writes, snapshots, sessions, `#checkLive`), so only what a client
+      // can be sent past ours (a quarter of it between checks and the message that crosses it,
+      // what uWS holds from publishes, error replies to a client that sends but does not read)
+      // ever meets it.
+      maxBackpressure: options.maxBackpressureBytes * 4 + UWS_QUEUED_BYTES,
       closeOnBackpressureLimit: 0,
       maxPayloadLength: 64 * 1024,
       idleTimeout: 120,
@@ -340,6 +388,8 @@ export class WsServer {
           {
             binary: query.get('format') === 'flatbuffers',
             channels: new Set(),
+            topics: new Set(),
+            live: true,
             conflated: new Map(),
             closed: false,
             snapshots: new Set(),
@@ -357,6 +407,7 @@ export class WsServer {
       // uncaughtException and stop serve. Each is fenced to its own client.
       open: (ws) =>
         this.#guard('open', ws, () => {
+          ws.subscribe(KEEP_TOPIC);
           this.#clients.add(ws);
           this.#m.clients.set(this.#clients.size);
         }),
@@ -373,6 +424,8 @@ export class WsServer {
           c.resume?.cancel();
           for (const r of c.replays.values()) r.cancel();
           this.#clients.delete(ws);
+          this.#direct.delete(ws);
+          this.#m.directClients.set(this.#direct.size);
           this.#m.clients.set(this.#clients.size);
         }),
     });
@@ -629,50 +682,187 @@ export class WsServer {
     }
     for (const [sym, idx] of rows) {
       const symbol = batch.symbols[sym] as string;
-      const key = `${batch.source}:${symbol}`;
       // Encoded to bytes once: uWS would convert a string again for every client.
       const json = Buffer.from(this.#tickMessage(batch, symbol, idx));
       let binary: Uint8Array | null = null;
+      const encode = () => {
+        binary ??= this.#encoder.encode(pick(batch, idx));
+        return binary;
+      };
       const pair = latestKey(batch.source, symbol);
       // The snapshot a client subscribed for, as it stood before this slice (sent first below).
       const before = this.#latest.get(pair);
+      // A new pair subscribes the clients it matches to its topics here, before its publish.
       this.#setLatest(
         batch.source,
         symbol,
         this.#tickMessage(batch, symbol, [idx[idx.length - 1] as number], 'snapshot'),
       );
-      let sent = 0;
-      for (const ws of this.#clients) {
-        const c = ws.getUserData();
-        if (!(c.channels.has('*') || c.channels.has(symbol) || c.channels.has(key))) continue;
-        // Its snapshot still waits for a later turn: it goes now, before the live ticks that
-        // follow it (a client must never see a snapshot older than ticks it already got).
-        if (c.snapshots.delete(pair)) {
-          this.#m.snapshotsPending.dec();
-          if (before !== undefined) {
-            ws.send(before, false);
-            this.#m.messages.inc();
-          }
-        }
-        // A resuming client gets its sources' live ticks once its catch-up is over.
-        if (c.resume?.holds(batch.source)) {
-          c.resume.hold(batch, symbol, idx);
-          continue;
-        }
-        if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) {
-          this.#slow(ws, c, key, batch, symbol, idx);
-          continue;
-        }
-        if (c.binary) {
-          binary ??= this.#encoder.encode(pick(batch, idx));
-          ws.send(binary, true);
-        } else ws.send(json, false);
-        sent++;
+      if (this.#sinceCheck > 0 && this.#sinceCheck + json.length > this.#checkEveryBytes) this.#checkLive();
+      let sent = this.#sendDirect(batch, symbol, idx, pair, before, json, encode);
+      const jsonTopics = this.#subscribers(false, pair);
+      if (jsonTopics) {
+        this.#publish(false, pair, json);
+        sent += jsonTopics;
+      }
+      const binaryTopics = this.#subscribers(true, pair);
+      if (binaryTopics) {
+        this.#publish(true, pair, encode());
+        sent += binaryTopics;
       }
       this.#m.messages.inc(sent);
       this.#m.ticks.inc(sent * idx.length);
     }
+    // Clients whose step of their own ended in this batch (their last snapshot went out) go
+    // back to the topics for the next one.
+    for (const ws of this.#direct) this.#settle(ws, ws.getUserData());
     if (batch.receivedAtMs) this.#m.latency.observe((now - batch.receivedAtMs) / 1000);
+  }
+
+  /** Sends a slice to each matching client off the topics; the number of messages sent. */
+  #sendDirect(
+    batch: TickBatch,
+    symbol: string,
+    idx: number[],
+    pair: string,
+    before: string | undefined,
+    json: Buffer,
+    encode: () => Uint8Array,
+  ): number {
+    let sent = 0;
+    for (const ws of this.#direct) {
+      const c = ws.getUserData();
+      if (!channelMatches(c.channels, batch.source, symbol)) continue;
+      // Its snapshot still waits for a later turn: it goes now, before the live ticks that
+      // follow it (a client must never see a snapshot older than ticks it already got).
+      if (c.snapshots.delete(pair)) {
+        this.#m.snapshotsPending.dec();
+        if (before !== undefined) {
+          ws.send(before, false);
+          this.#m.messages.inc();
+        }
+      }
+      // A resuming client gets its sources' live ticks once its catch-up is over.
+      if (c.resume?.holds(batch.source)) {
+        c.resume.hold(batch, symbol, idx);
+        continue;
+      }
+      if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) {
+        this.#slow(ws, c, `${batch.source}:${symbol}`, batch, symbol, idx);
+        continue;
+      }
+      if (c.binary) ws.send(encode(), true);
+      else ws.send(json, false);
+      sent++;
+    }
+    return sent;
+  }
+
+  /**
+   * Clients a slice of `pair` reaches through the topics of one format: uWS's own count, read
+   * before the publish (a client holds at most one of the two topics, and none is dropped by uWS:
+   * see maxBackpressure), so tickstream_ws_messages_sent_total counts what goes out.
+   */
+  #subscribers(binary: boolean, pair: string): number {
+    return this.#app.numSubscribers(topicOf(binary, null)) + this.#app.numSubscribers(topicOf(binary, pair));
+  }
+
+  #publish(binary: boolean, pair: string, data: Uint8Array): void {
+    const everything = topicOf(binary, null);
+    const one = topicOf(binary, pair);
+    if (this.#app.publish(everything, data, binary)) this.#sinceCheck += data.length;
+    if (this.#app.publish(one, data, binary)) this.#sinceCheck += data.length;
+  }
+
+  /**
+   * Takes the clients on the topics that are over their limit off them (conflated from the next
+   * slice on) or disconnects them, by policy. Run whenever a quarter of the limit has been
+   * published since the last run: a per-message check is what the topics save.
+   */
+  #checkLive(): void {
+    this.#sinceCheck = 0;
+    for (const ws of this.#clients) {
+      const c = ws.getUserData();
+      if (!c.live || ws.getBufferedAmount() <= this.#o.maxBackpressureBytes) continue;
+      if (this.#o.slowConsumerPolicy === 'disconnect') this.#disconnectSlow(ws);
+      else this.#leaveTopics(ws, c);
+    }
+  }
+
+  /** The topics a client's channels map to, each slice reaching it through one at most. */
+  #topicsOf(c: Client): Set<string> {
+    if (c.channels.has('*')) return new Set([topicOf(c.binary, null)]);
+    const pairs = new Set<string>();
+    for (const ch of c.channels) this.#matchPairs(ch, pairs);
+    const topics = new Set<string>();
+    for (const pair of pairs) topics.add(topicOf(c.binary, pair));
+    return topics;
+  }
+
+  /**
+   * After `changed` channels were added or removed: the client's topics, subscribed in uWS if it
+   * is on them. Only the pairs of those channels are looked at (a client holding many channels
+   * must not make each small subscribe cost them all), except when `*` comes or goes.
+   */
+  #retopic(ws: Socket, c: Client, changed: Iterable<string>): void {
+    const everything = topicOf(c.binary, null);
+    if (c.channels.has('*') !== c.topics.has(everything)) {
+      const next = this.#topicsOf(c);
+      if (c.live) {
+        for (const t of c.topics) if (!next.has(t)) ws.unsubscribe(t);
+        for (const t of next) if (!c.topics.has(t)) ws.subscribe(t);
+      }
+      c.topics = next;
+      return;
+    }
+    if (c.channels.has('*')) return;
+    const pairs = new Set<string>();
+    for (const ch of changed) this.#matchPairs(ch, pairs);
+    for (const pair of pairs) {
+      const at = pair.indexOf('\u0000');
+      const topic = topicOf(c.binary, pair);
+      if (channelMatches(c.channels, pair.slice(0, at), pair.slice(at + 1))) {
+        if (c.topics.has(topic)) continue;
+        c.topics.add(topic);
+        if (c.live) ws.subscribe(topic);
+      } else if (c.topics.delete(topic) && c.live) ws.unsubscribe(topic);
+    }
+  }
+
+  /**
+   * Takes a client off its topics: write() sends to it one by one from the next slice. What uWS
+   * holds for it from earlier publishes stays queued (KEEP_TOPIC) and is written first.
+   */
+  #leaveTopics(ws: Socket, c: Client): void {
+    if (!c.live) return;
+    for (const t of c.topics) ws.unsubscribe(t);
+    c.live = false;
+    this.#direct.add(ws);
+    this.#m.directClients.set(this.#direct.size);
+  }
+
+  /**
+   * Puts a client off the topics back on them once it needs nothing of its own: no snapshot to
+   * send, no resume holding ticks, nothing conflated and under its limit.
+   */
+  #settle(ws: Socket, c: Client): void {
+    if (c.live || c.closed || c.snapshots.size || c.resume || c.conflated.size) return;
+    if (ws.getBufferedAmount() > this.#o.maxBackpressureBytes) return;
+    for (const t of c.topics) ws.subscribe(t);
+    c.live = true;
+    this.#direct.delete(ws);
+    this.#m.directClients.set(this.#direct.size);
+  }
+
+  /** A pair seen for the first time: the clients it matches (not by `*`) get its topic. */
+  #pairAdded(source: string, symbol: string, pair: string): void {
+    for (const ws of this.#clients) {
+      const c = ws.getUserData();
+      if (c.closed || c.channels.has('*') || !channelMatches(c.channels, source, symbol)) continue;
+      const topic = topicOf(c.binary, pair);
+      c.topics.add(topic);
+      if (c.live) ws.subscribe(topic);
+    }
   }
 
   writeBars(bars: Bar[]): void {
@@ -688,14 +878,7 @@ export class WsServer {
       let dropped = 0;
       for (const ws of this.#clients) {
         const c = ws.getUserData();
-        if (
-          !(
-            c.channels.has('*') ||
-            c.channels.has(bar.symbol) ||
-            c.channels.has(`${bar.source}:${bar.symbol}`)
-          )
-        )
-          continue;
+        if (!channelMatches(c.channels, bar.source, bar.symbol)) continue;
         if (ws.getBufferedAmount() <= this.#o.maxBackpressureBytes) ws.send(json, false);
         else dropped++;
       }
@@ -728,10 +911,23 @@ export class WsServer {
   forgetSource(source: string): void {
     // Its ticks are long committed: a resume reads the journal to its end without a target.
     this.#lastLiveSeq.delete(source);
+    const gone: string[] = [];
     for (const [symbol, sources] of this.#sourcesOf) {
       if (!sources.delete(source)) continue;
+      gone.push(latestKey(source, symbol));
       this.#latest.delete(latestKey(source, symbol));
       if (sources.size === 0) this.#sourcesOf.delete(symbol);
+    }
+    if (gone.length === 0) return;
+    // Its pairs' topics go too (they come back with the pairs): a client's topics stay bounded
+    // by the pairs known now.
+    for (const ws of this.#clients) {
+      const c = ws.getUserData();
+      if (c.closed) continue;
+      for (const pair of gone) {
+        const topic = topicOf(c.binary, pair);
+        if (c.topics.delete(topic) && c.live) ws.unsubscribe(topic);
+      }
     }
   }
 
@@ -742,7 +938,8 @@ export class WsServer {
 
   #setLatest(source: string, symbol: string, json: string): void {
     const key = latestKey(source, symbol);
-    if (!this.#latest.has(key)) {
+    const fresh = !this.#latest.has(key);
+    if (fresh) {
       let sources = this.#sourcesOf.get(symbol);
       if (!sources) {
         sources = new Set();
@@ -751,6 +948,7 @@ export class WsServer {
       sources.add(source);
     }
     this.#latest.set(key, json);
+    if (fresh) this.#pairAdded(source, symbol, key);
   }
 
   async close(reason = 'server shutting down'): Promise<void> {
@@ -776,11 +974,15 @@ export class WsServer {
     }
   }
 
+  #disconnectSlow(ws: Socket): void {
+    this.#m.slowDisconnects.inc();
+    this.#o.logger.warn({ buffered: ws.getBufferedAmount() }, 'websocket client too slow: disconnecting');
+    ws.end(1008, `too slow: more than ${this.#o.maxBackpressureBytes} bytes unsent`);
+  }
+
   #slow(ws: Socket, c: Client, key: string, batch: TickBatch, symbol: string, idx: number[]): void {
     if (this.#o.slowConsumerPolicy === 'disconnect') {
-      this.#m.slowDisconnects.inc();
-      this.#o.logger.warn({ buffered: ws.getBufferedAmount() }, 'websocket client too slow: disconnecting');
-      ws.end(1008, `too slow: more than ${this.#o.maxBackpressureBytes} bytes unsent`);
+      this.#disconnectSlow(ws);
       return;
     }
     const prev = c.conflated.get(key);
@@ -800,8 +1002,12 @@ export class WsServer {
     for (const [key, v] of c.conflated) {
       c.conflated.delete(key);
       ws.send(v.json, false);
+      this.#m.messages.inc();
+      this.#m.ticks.inc();
     }
     if (c.snapshots.size) this.#scheduleSnapshots(ws, c);
+    // Conflated ticks first, then live again through the topics.
+    else this.#settle(ws, c);
   }
 
   #refuse(ws: Socket, reason: string, code: ErrorCode, message: string): void {
@@ -846,9 +1052,9 @@ export class WsServer {
     if (m.data.op === 'resume' && !this.#canResume(ws, c, m.data.after)) return;
     const { op, channels } = m.data;
     if (op === 'unsubscribe') {
-      let removed = 0;
-      for (const ch of channels) if (c.channels.delete(ch)) removed++;
-      this.#m.channels.dec(removed);
+      const removed = channels.filter((ch) => c.channels.delete(ch));
+      this.#m.channels.dec(removed.length);
+      this.#retopic(ws, c, removed);
       ws.send(JSON.stringify({ type: 'unsubscribed', channels, total: c.channels.size }), false);
       return;
     }
@@ -876,15 +1082,22 @@ export class WsServer {
       false,
     );
     if (m.data.op === 'resume') {
-      // No snapshots: the catch-up brings every tick after the client's last one instead.
+      // No snapshots: the catch-up brings every tick after the client's last one instead. Its
+      // live ticks are held by write() meanwhile, so it leaves the topics.
+      this.#leaveTopics(ws, c);
+      this.#retopic(ws, c, fresh);
       this.#startResume(ws, c, m.data.after);
       return;
     }
     // A lookup per channel, never a scan of the pairs per channel; the sending is spread over turns.
     const before = c.snapshots.size;
     if (channels.includes('*')) for (const key of this.#latest.keys()) c.snapshots.add(key);
-    else for (const ch of channels) this.#matchSnapshots(ch, c.snapshots);
+    else for (const ch of channels) this.#matchPairs(ch, c.snapshots);
     this.#m.snapshotsPending.inc(c.snapshots.size - before);
+    // Each pending snapshot must precede that pair's next live tick: write() sees to it one by
+    // one while the client is off the topics.
+    if (c.snapshots.size) this.#leaveTopics(ws, c);
+    this.#retopic(ws, c, fresh);
     if (c.snapshots.size) this.#scheduleSnapshots(ws, c);
   }
 
@@ -971,7 +1184,9 @@ export class WsServer {
         await cursor.close();
       }
     }).finally(() => {
-      if (c.resume === session) c.resume = null;
+      if (c.resume !== session) return;
+      c.resume = null;
+      this.#settle(ws, c);
     });
   }
 
@@ -1073,8 +1288,8 @@ export class WsServer {
     }
   }
 
-  /** Adds the pairs `ch` names: a symbol of any source, or `source:symbol` split at any `:`. */
-  #matchSnapshots(ch: string, into: Set<string>): void {
+  /** Adds the known pairs (`latestKey`) `ch` names: a symbol of any source, or `source:symbol` split at any `:`. */
+  #matchPairs(ch: string, into: Set<string>): void {
     for (const source of this.#sourcesOf.get(ch) ?? []) into.add(latestKey(source, ch));
     for (let at = ch.indexOf(':'); at >= 0; at = ch.indexOf(':', at + 1)) {
       const key = latestKey(ch.slice(0, at), ch.slice(at + 1));
@@ -1108,8 +1323,8 @@ export class WsServer {
     }
     this.#m.snapshotsPending.dec(taken);
     this.#m.messages.inc(sent);
-    if (c.snapshots.size && ws.getBufferedAmount() <= this.#o.maxBackpressureBytes)
-      this.#scheduleSnapshots(ws, c);
+    if (c.snapshots.size === 0) this.#settle(ws, c);
+    else if (ws.getBufferedAmount() <= this.#o.maxBackpressureBytes) this.#scheduleSnapshots(ws, c);
   }
 }
 /** The token a request carries: `?token=`, else `Authorization: Bearer …`. */

@@ -18,27 +18,7 @@ import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
 import { encodeFrame, type Frame, FrameDecoder, MessageType } from '../../codecs/frame.js';
 import * as msg from '../../codecs/messages.js';
 import { waitFor } from '../helpers/procs.js';
-
-const quiet = { info: () => undefined, warn: () => undefined };
-
-function options(over: Partial<IngressOptions> = {}): IngressOptions {
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    secrets: {},
-    maxConnections: 16,
-    handshakeTimeoutMs: 5000,
-    heartbeatIntervalMs: 3000,
-    heartbeatTimeoutMs: 15_000,
-    maxFrameBytes: 1 << 20,
-    maxTicksPerFrame: 16384,
-    maxSymbols: 1024,
-    creditWindowTicks: 65536,
-    maxTicksPerSecondPerSource: 10_000_000,
-    logger: quiet,
-    ...over,
-  };
-}
+import { options } from './ingress-options.js';
 
 /** Commits every accepted tick at once (seq order is the server's job) and remembers them. */
 class Journal implements IngressHandler {

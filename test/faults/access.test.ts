@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { samples, scrape } from '../helpers/http-probes.js';
 import { readJournalTicks } from '../helpers/independent.js';
 import {
   captured,
@@ -425,8 +426,11 @@ describe('instance K: websocket tokens', () => {
 describe(`instance R: --max-ticks-per-second-per-source ${RATE}`, () => {
   it(`20000 ticks in small frames take ≥ 2.5 s to be ACKed, none lost; another source is not held back`, async () => {
     const limited = runSim(simArgs('lim', R.serve.ingressPort, 20_000, [], 10), 60_000);
-    // Below the limit, alongside: not slowed by the other source's limit.
-    await new Promise((r) => setTimeout(r, 300));
+    // Below the limit, alongside (once the limited source is being held to its rate): not slowed
+    // by the other source's limit.
+    const limitedCommitted = async () =>
+      samples(await scrape(R.serve.httpPort), 'tickstream_ticks_committed_total', 'source')['lim'] ?? 0;
+    expect(await waitFor(async () => (await limitedCommitted()) > 0, 30_000)).toBe(true);
     const other = await runSim(simArgs('other', R.serve.ingressPort, 2000), 30_000);
     const r = await limited;
     expect(r.code, r.output).toBe(0);

@@ -4,6 +4,7 @@
 // (journal and Postgres), and by reading the Redis streams.
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { samples, scrape } from '../helpers/http-probes.js';
 import { readJournalTicks } from '../helpers/independent.js';
 import {
   captured,
@@ -18,6 +19,7 @@ import {
   serveArgs,
   startServe,
   verifyArgs,
+  waitFor,
   withPorts,
 } from '../helpers/procs.js';
 
@@ -226,7 +228,10 @@ describe('SIGTERM', () => {
       '--port',
       String(ingress),
     ]);
-    await new Promise((r) => setTimeout(r, 1200));
+    // SIGTERM once the journal has committed some of the stream (mid-stream, not before it).
+    const committed = async () =>
+      samples(await scrape(http), 'tickstream_ticks_committed_total', 'source')['st1'] ?? 0;
+    expect(await waitFor(async () => (await committed()) >= 5000, 30_000)).toBe(true);
     const t0 = Date.now();
     expect(await first.stop('SIGTERM')).toBe(0);
     const tookMs = Date.now() - t0;

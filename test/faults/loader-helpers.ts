@@ -68,8 +68,8 @@ export async function produceTicks(o: {
   times: number[];
   perRecord: number;
   partition?: number;
-  /** Seqs to write instead of firstSeq, firstSeq + 1, … (duplicates on purpose). */
-  seqs?: number[];
+  /** The ticks' symbol (default EURUSD). */
+  symbol?: string;
 }): Promise<void> {
   const producer = new RdKafka.HighLevelProducer({ 'metadata.broker.list': o.brokers });
   await new Promise<void>((resolve, reject) =>
@@ -79,11 +79,11 @@ export async function produceTicks(o: {
   try {
     for (let from = 0; from < o.times.length; from += o.perRecord) {
       const n = Math.min(o.perRecord, o.times.length - from);
-      const b = allocTickBatch(o.source, ['EURUSD'], n);
+      const b = allocTickBatch(o.source, [o.symbol ?? 'EURUSD'], n);
       b.length = n;
       for (let i = 0; i < n; i++) {
         const t = o.times[from + i] as number;
-        b.seq[i] = o.seqs?.[from + i] ?? o.firstSeq + from + i;
+        b.seq[i] = o.firstSeq + from + i;
         b.utcMsc[i] = t;
         b.serverTimeMsc[i] = t;
         b.bid[i] = 1.1;

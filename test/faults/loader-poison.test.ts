@@ -82,16 +82,16 @@ describe('a poison source beside an honest one', () => {
       partition: 1,
     });
 
-    // A record Postgres refuses (the same tick twice: a duplicate key), in the other partition:
-    // retried, then parked, while the honest source loads.
+    // A record Postgres refuses (a symbol with a NUL byte, which no text value may hold), in the
+    // other partition: retried, then parked, while the honest source loads.
     const t = Date.now() - 5000;
     await produceTicks({
       brokers: BROKERS,
       topic: names.ticksTopic,
-      source: 'dupkey',
+      source: 'nulsymbol',
       firstSeq: 1,
-      seqs: [1, 1],
-      times: [t, t],
+      symbol: 'EUR\u0000USD',
+      times: [t, t + 1],
       perRecord: 2,
       partition: 1,
     });

@@ -1,12 +1,9 @@
 // Probes of a running serve's HTTP port shared by the fault tests: /metrics read as text
-// (parsed here, independently of prom-client) and /healthz.
+// (bench/harness.ts `scrape`, parsed here independently of prom-client) and /healthz.
 
 const LOOPBACK = '127.0.0.1';
 
-export async function scrape(httpPort: number): Promise<string> {
-  const res = await fetch(`http://${LOOPBACK}:${httpPort}/metrics`, { signal: AbortSignal.timeout(5000) });
-  return res.text();
-}
+export { scrape } from '../../bench/harness.js';
 
 /** Samples of `name` by the value of `label` (one label only). */
 export function samples(text: string, name: string, label: string): Record<string, number> {

@@ -1,52 +1,35 @@
 // Real `tickstream` processes for integration and fault tests: `serve` on ports of its own
 // (0: the OS picks), `sim` runs, each with its own topics, Redis prefix and Postgres schema.
-// Every process is stopped by its pid; nothing else is touched.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
+// Spawning, stopping, names and their removal are bench/harness.ts, shared with the bench;
+// this file keeps the tests' own conventions (serve flags, signatures). Every process is
+// stopped by its pid; nothing else is touched.
 import { fileURLToPath } from 'node:url';
+import {
+  type CliProcess,
+  startCli as harnessStartCli,
+  startServe as harnessStartServe,
+  type Names,
+  POSTGRES_URL,
+  removeNames as removeHarnessNames,
+  type ServeProcess,
+} from '../../bench/harness.js';
 
-export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-export const cliPath = `${repoRoot}bin/tickstream.js`;
+export {
+  cliPath,
+  isolatedNames,
+  KAFKA_BROKERS,
+  type Names,
+  REDIS_URL,
+  repoRoot,
+  type ServeProcess,
+  waitFor,
+} from '../../bench/harness.js';
+
 /** The shared real tick files: ../shared/data next to the repository, or TICKSTREAM_DATA_DIR. */
 export const dataDir = process.env['TICKSTREAM_DATA_DIR']
   ? `${process.env['TICKSTREAM_DATA_DIR'].replace(/\/$/, '')}/`
   : fileURLToPath(new URL('../../../shared/data/', import.meta.url));
-/**
- * The services every test talks to: the machine's Redis and Postgres and the project's broker,
- * or the fresh database and broker that .ci/run makes for each run (through these variables).
- */
-export const KAFKA_BROKERS = process.env['TICKSTREAM_KAFKA_BROKERS'] ?? '127.0.0.1:9092';
-export const REDIS_URL = process.env['TICKSTREAM_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-export const POSTGRES_DB =
-  process.env['TICKSTREAM_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/tickstream';
-
-/** Children still running; killed by pid when this test process exits, even after a failure. */
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
-function track(child: ChildProcess): void {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-}
-
-/** Names of one test's private Kafka topics, Redis keys and Postgres schema. */
-export function isolatedNames(tag: string) {
-  const id = `${tag}_${randomUUID().replaceAll('-', '').slice(0, 8)}`;
-  return {
-    id,
-    ticksTopic: `t.${id}.ticks`,
-    barsTopic: `t.${id}.bars`,
-    sourcesTopic: `t.${id}.sources`,
-    mergedTopic: `t.${id}.merged`,
-    redisPrefix: `t:${id}`,
-    schema: id,
-    group: `g-${id}`,
-  };
-}
-
-export type Names = ReturnType<typeof isolatedNames>;
+export const POSTGRES_DB = POSTGRES_URL;
 
 export function serveArgs(n: Names, extra: string[] = []): string[] {
   return [
@@ -78,66 +61,13 @@ export function serveArgs(n: Names, extra: string[] = []): string[] {
   ];
 }
 
-export interface ServeProcess {
-  child: ChildProcess;
-  ingressPort: number;
-  httpPort: number;
-  /** Everything the process printed so far (stdout and stderr). */
-  output(): string;
-  /** SIGTERM and wait; resolves to the exit code (null when killed by a signal). */
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-  exited: Promise<number | null>;
-}
-
 /** Starts `tickstream serve` and waits until it prints its ports. */
-export async function startServe(
+export function startServe(
   args: string[],
   env: Record<string, string> = {},
   timeoutMs = 30_000,
 ): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [cliPath, 'serve', ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  track(child);
-  let text = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    text += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    text += d.toString();
-  });
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  const ports = await new Promise<[number, number]>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`serve did not start in ${timeoutMs} ms:\n${text}`)),
-      timeoutMs,
-    );
-    const check = () => {
-      const m = /EA ingress :(\d+), websockets\/metrics :(\d+)/.exec(text);
-      if (m) {
-        clearTimeout(timer);
-        resolve([Number(m[1]), Number(m[2])]);
-      }
-    };
-    child.stdout?.on('data', check);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`serve exited with ${code} before serving:\n${text}`));
-    });
-  });
-  return {
-    child,
-    ingressPort: ports[0],
-    httpPort: ports[1],
-    output: () => text,
-    exited,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  return harnessStartServe(args, { env, timeoutMs });
 }
 
 export interface SimResult {
@@ -148,16 +78,6 @@ export interface SimResult {
 /** Runs `tickstream sim` to its end (killed by pid after `timeoutMs`). */
 export function runSim(args: string[], timeoutMs = 120_000): Promise<SimResult> {
   return runCli(['sim', ...args], {}, timeoutMs);
-}
-
-/** Polls `probe` until it returns true or the time is up; returns the last verdict. */
-export async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /** Ports free right now on loopback (for processes that must come back on the same port). */
@@ -210,22 +130,8 @@ export function verifyArgs(n: Names, waitPostgresS = 60): string[] {
 }
 
 /** A `tickstream` long-running process (loader, serve without waiting for ports). */
-export function startCli(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [cliPath, ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, TICKSTREAM_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  track(child);
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    output += d.toString();
-  });
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  return { child, exited, output: () => output };
+export function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
+  return harnessStartCli(args, { env });
 }
 
 /** Ticks a sim run captured and had ACKed, from its summary line. */
@@ -235,27 +141,8 @@ export function captured(output: string): number {
   return Number(m[1]);
 }
 
-/** Removes the Kafka topics, Redis keys and Postgres schemas of tests' isolated names. */
-export async function removeNames(all: readonly Names[], brokers = KAFKA_BROKERS): Promise<void> {
-  const { Redis } = await import('ioredis');
-  const pg = (await import('pg')).default;
-  const RdKafka = (await import('@confluentinc/kafka-javascript')).default;
-  const admin = RdKafka.AdminClient.create({ 'metadata.broker.list': brokers });
-  for (const n of all)
-    for (const topic of [n.ticksTopic, n.barsTopic, n.sourcesTopic, n.mergedTopic])
-      await new Promise<void>((resolve) => admin.deleteTopic(topic, 10_000, () => resolve()));
-  admin.disconnect();
-  const redis = new Redis(REDIS_URL);
-  const db = new pg.Client({ connectionString: POSTGRES_DB });
-  await db.connect();
-  try {
-    for (const n of all) {
-      const keys = await redis.keys(`${n.redisPrefix}:*`);
-      if (keys.length) await redis.del(...keys);
-      await db.query(`drop schema if exists "${n.schema}" cascade`);
-    }
-  } finally {
-    await redis.quit();
-    await db.end();
-  }
+/** Removes the Kafka topics, groups, Redis keys and Postgres schemas of tests' isolated names. */
+export async function removeNames(all: readonly Names[], brokers?: string): Promise<void> {
+  const problems = await removeHarnessNames(all, brokers);
+  if (problems.length) console.warn(`removeNames: ${problems.join('; ')}`);
 }

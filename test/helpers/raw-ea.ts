@@ -100,6 +100,21 @@ export class RawEa {
     return best;
   }
 
+  /**
+   * Sends HEARTBEAT and waits for the ACK the bridge answers it with: the bridge reads a
+   * connection in order, so every frame sent before has been handled once this returns true.
+   * An ACK the bridge sends of its own accord and still in flight ends the wait too: await it
+   * with `acked` first.
+   */
+  async sync(timeoutMs = 10_000): Promise<boolean> {
+    const acks = this.frames.filter((f) => f.type === MessageType.ACK).length;
+    this.send(
+      MessageType.HEARTBEAT,
+      msg.encodeHeartbeat({ serverTimeMs: Date.now(), gmtTimeMs: Date.now() }),
+    );
+    return this.#until(() => this.frames.filter((f) => f.type === MessageType.ACK).length > acks, timeoutMs);
+  }
+
   /** The ERROR the bridge sent, once it closed the connection (undefined: none). */
   async error(timeoutMs = 10_000): Promise<msg.ErrorMessage | undefined> {
     await this.#until(() => this.closed || this.frames.some((f) => f.type === MessageType.ERROR), timeoutMs);

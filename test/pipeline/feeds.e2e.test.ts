@@ -244,8 +244,9 @@ describe('merged feeds (real serve, sims, broker, Redis)', () => {
       const a = sim('fo-a', 40);
       expect(await waitFor(async () => (await status()).feeds[0]?.active === 'fo-a', 30_000)).toBe(true);
       const b = sim('fo-b', 40);
-      // Let both run a while, then kill the primary without warning.
-      await new Promise((r) => setTimeout(r, 3000));
+      // Both stream (2 s of the backup's ticks committed), then the primary dies without warning.
+      const committedB = () => metric(serve, /^tickstream_ticks_committed_total\{source="fo-b"\} (\S+)$/m);
+      expect(await waitFor(async () => ((await committedB()) ?? 0) >= 100, 30_000)).toBe(true);
       a.child.kill('SIGKILL');
       await a.exited;
       expect(await waitFor(async () => (await status()).feeds[0]?.active === 'fo-b', 20_000)).toBe(true);

@@ -132,4 +132,26 @@ describe('SourceClaims', () => {
     expect(f.reads).toEqual([42]);
     expect(await registry.getSingleMetricAsString('tickstream_source_fenced_total')).toMatch(/ 1$/);
   });
+
+  it('check with the claims already read answers by the rule at once; the log catches up meanwhile, one read at a time', async () => {
+    const f = fakes({ claims: [{ source: 's1', epoch: 2, owner: 'tickstream-b1' }] });
+    let release = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    f.log.readTo = async (o) => {
+      f.reads.push(o);
+      await held;
+    };
+    const { c } = claimsOver(f);
+    const state = (epoch: number): FenceItem[] => [{ source: 's1', epoch, kind: 'state' }];
+    expect([...(await c.check(50, state(2), true))]).toEqual([]);
+    expect([...(await c.check(52, state(1), true))]).toEqual(['s1']);
+    expect(f.reads).toEqual([50]); // the second catch-up waits for the first
+    release();
+    await held;
+    await new Promise((r) => setImmediate(r));
+    await c.check(54, state(2), true);
+    expect(f.reads).toEqual([50, 54]);
+  });
 });

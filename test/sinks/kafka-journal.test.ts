@@ -103,6 +103,47 @@ describe('KafkaJournal', () => {
     expect(states.get('src0')?.cursors['EURUSD']).toEqual({ lastMsc: 57, countAtMsc: 1 });
   });
 
+  it('with none in flight an append goes out alone; appends made while one is in flight go out together once it commits', async () => {
+    let release = () => {};
+    let held = false;
+    const registry = new Registry();
+    const j = journal({
+      transactionalId: `t-${run}-gather`,
+      transactionIntervalMs: 0,
+      registry,
+      // Holds the first transaction open just before its commit.
+      slowPoint: async () => {
+        if (held) return;
+        held = true;
+        await new Promise<void>((r) => {
+          release = r;
+        });
+      },
+    });
+    await j.start();
+    const committed = async () =>
+      (await registry.getSingleMetric('tickstream_journal_transactions_total')?.get())?.values.find(
+        (v) => v.labels['outcome'] === 'committed',
+      )?.value ?? 0;
+    const record = (i: number) => ({
+      ticks: [{ key: 'g', value: Buffer.from(`g${i}`) }],
+      bars: [],
+      states: [],
+    });
+    const first = j.append(record(0));
+    for (let t = Date.now(); !held; ) {
+      if (Date.now() - t > 10_000) throw new Error('the first transaction did not begin');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const later = Promise.all([1, 2, 3, 4, 5].map((i) => j.append(record(i))));
+    release();
+    await first;
+    await later;
+    expect(await committed()).toBe(2);
+    await j.append(record(6));
+    expect(await committed()).toBe(3);
+  });
+
   it('hasRoom() turns false once the queued bytes reach the limit', async () => {
     const j = journal({
       transactionalId: `t-${run}-room`,

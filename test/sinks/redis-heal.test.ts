@@ -48,7 +48,7 @@ function batchOf(source: string, symbol: string, ticks: [number, number][]): Tic
   return b;
 }
 
-/** What the live sink writes for a tick (sinks/redis.ts). */
+/** What the live sink writes for a tick (sinks/redis/encoding.ts). */
 async function liveXadd(key: string, seq: number, ms: number, utc: number): Promise<void> {
   await redis.xadd(
     key,

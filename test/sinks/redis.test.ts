@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Bar } from '../../codecs/bar.js';
 import { TickstreamError } from '../../codecs/errors.js';
 import { RespReplyCounter, RespWriter } from '../../codecs/resp.js';
-import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
-import { RedisSink, type RedisSinkOptions } from '../../sinks/redis.js';
+import { allocTickBatch, DIGITS_UNKNOWN, type TickBatch } from '../../codecs/tick-batch.js';
+import { RedisSink, type RedisSinkOptions } from '../../sinks/redis/sink.js';
 import { REDIS_URL } from '../helpers/procs.js';
 
 const url = REDIS_URL;
@@ -66,7 +66,9 @@ function ticks(
   let ms = Date.UTC(2024, 2, 31, 0, 59, 59, 990);
   for (let from = 0; from < n; from += batchTicks) {
     const len = Math.min(batchTicks, n - from);
-    const b = allocTickBatch(source, symbols, len);
+    // Half the symbols with MT5 digits (prices written as scaled integers), half without.
+    const digits = symbols.map((_, k) => (k % 2 ? DIGITS_UNKNOWN : 5));
+    const b = allocTickBatch(source, symbols, len, digits);
     b.receivedAtMs = Date.now();
     for (let i = 0; i < len; i++) {
       const k = from + i;
@@ -388,6 +390,26 @@ describe('RESP codec', () => {
     );
     for (const x of [0, -0, 1e21, 2 ** 53, 2 ** 53 + 2, -(2 ** 31), 2 ** 31, 1711800000123])
       expect(text(x)).toBe(`$${String(x).length}\r\n${String(x)}\r\n`);
+  });
+
+  it('writes prices at their digits as String() does', () => {
+    const price = (x: number, digits: number) => {
+      const w = new RespWriter(64);
+      w.ensure(64);
+      w.price(x, digits);
+      return w.buf.toString('latin1', 0, w.off);
+    };
+    const onGrid = fc
+      .tuple(fc.integer({ min: 0, max: 8 }), fc.integer({ min: -1e12, max: 1e12 }))
+      .map(([digits, points]) => [points / 10 ** digits, digits] as const);
+    const any = fc.tuple(fc.double(), fc.integer({ min: DIGITS_UNKNOWN, max: 8 }));
+    fc.assert(
+      fc.property(fc.oneof(onGrid, any), ([x, digits]) => {
+        const s = String(x);
+        expect(price(x, digits)).toBe(`$${s.length}\r\n${s}\r\n`);
+      }),
+      { numRuns: 20_000 },
+    );
   });
 
   it('writes entry IDs as <ms>-<seq>', () => {

@@ -1,5 +1,9 @@
 /**
- * The Redis live view: pipelined XADD of every tick to `{prefix}:ticks:{SOURCE}:{SYMBOL}` with
+ * The Redis live view's transport: connection, handshake, reconnect with backoff, pipelined
+ * writes, reply counting, the bounded queue and drop accounting. Which commands a batch
+ * becomes (keys, entry IDs, fields) is sinks/redis/encoding.ts; the URL is sinks/redis/endpoint.ts.
+ *
+ * The view: pipelined XADD of every tick to `{prefix}:ticks:{SOURCE}:{SYMBOL}` with
  * `MAXLEN ~`, the latest quote per source and symbol in the hash `{prefix}:quote:{SOURCE}:{SYMBOL}`,
  * closed bars in the stream `{prefix}:bars:1m:{SOURCE}:{SYMBOL}`.
  *
@@ -21,7 +25,7 @@
  * sink far below the tick rate (it dropped ~60% at 126k ticks/s), and ioredis has no way to
  * write pre-encoded bytes (its reply handler expects one queued command per reply). So the sink
  * owns one plain TCP (or TLS) connection: all commands queued in one event-loop turn are
- * encoded into one reused Buffer (sinks/resp.ts) and written at once; replies are only counted,
+ * encoded into one reused Buffer (codecs/resp.ts) and written at once; replies are only counted,
  * with error texts read to tell refused duplicates from failures.
  *
  * A live view never holds up the journal: `write` only queues. Ticks queued or awaiting their
@@ -39,11 +43,13 @@ import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Bar } from '../codecs/bar.js';
-import { ErrorCode, TickstreamError } from '../codecs/errors.js';
-import { redactUrl } from '../codecs/redact.js';
-import { encodeCommand, RespReplyCounter, RespWriter } from '../codecs/resp.js';
-import { allocTickBatch, type TickBatch } from '../codecs/tick-batch.js';
+import type { Bar } from '../../codecs/bar.js';
+import { ErrorCode, TickstreamError } from '../../codecs/errors.js';
+import { redactUrl } from '../../codecs/redact.js';
+import { encodeCommand, RespReplyCounter, RespWriter } from '../../codecs/resp.js';
+import { allocTickBatch, type TickBatch } from '../../codecs/tick-batch.js';
+import { RedisLiveEncoding } from './encoding.js';
+import { type Endpoint, parseUrl } from './endpoint.js';
 
 export interface RedisSinkOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS. */
@@ -73,12 +79,9 @@ type State = (typeof State)[keyof typeof State];
 const Kind = { HELLO: 0, TICKS: 1, BARS: 2 } as const;
 type Kind = (typeof Kind)[keyof typeof Kind];
 
-/** Bytes per command beyond its pre-encoded head: IDs and values are at most ~40 bytes each. */
-const COMMAND_TAIL_BOUND = 512;
 const MAX_PENDING_BARS = 10_000;
 /** Bytes per socket write at most (besides maxPipelineCommands ticks). */
 const WRITE_BYTES = 1 << 20;
-const MAX_CACHED_HEADS = 50_000;
 /** Drops of one kind are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 const EMPTY_BATCH = allocTickBatch('', [], 0);
@@ -114,70 +117,6 @@ class Segment {
   }
 }
 
-const field = (name: string) => encodeCommand([name]).subarray(4); // `$<n>\r\n<name>\r\n`
-const F = {
-  b: field('b'),
-  a: field('a'),
-  l: field('l'),
-  v: field('v'),
-  vr: field('vr'),
-  f: field('f'),
-  t: field('t'),
-  s: field('s'),
-  bid: field('bid'),
-  ask: field('ask'),
-  last: field('last'),
-  time: field('time'),
-  serverTimeMsc: field('server_time_msc'),
-  seq: field('seq'),
-  flags: field('flags'),
-  o: field('o'),
-  h: field('h'),
-  c: field('c'),
-  n: field('n'),
-  sa: field('sa'),
-};
-
-interface Endpoint {
-  host: string;
-  port: number;
-  tls: boolean;
-  username: string;
-  password: string;
-  db: number;
-}
-
-function parseUrl(url: string): Endpoint {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new TickstreamError(
-      ErrorCode.CONFIG,
-      `redis url "${redactUrl(url)}" is not a URL: use redis://host:port`,
-    );
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
-    throw new TickstreamError(
-      ErrorCode.CONFIG,
-      `redis url "${redactUrl(url)}": scheme must be redis:// or rediss:// (TLS), not ${u.protocol}`,
-    );
-  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0;
-  if (!Number.isInteger(db) || db < 0)
-    throw new TickstreamError(
-      ErrorCode.CONFIG,
-      `redis url "${redactUrl(url)}": the path must be a db number`,
-    );
-  return {
-    host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
-    port: u.port ? Number(u.port) : 6379,
-    tls: u.protocol === 'rediss:',
-    username: decodeURIComponent(u.username),
-    password: decodeURIComponent(u.password),
-    db,
-  };
-}
-
 export class RedisSink {
   readonly #o: RedisSinkOptions;
   readonly #endpoint: Endpoint;
@@ -187,13 +126,7 @@ export class RedisSink {
   /** Buffers whose bytes the socket has taken, to encode the next write into. */
   readonly #free: Buffer[] = [];
   readonly #parser = new RespReplyCounter((err) => this.#onReply(err));
-  /** `MAXLEN ~ N` after the key, the same for every XADD. */
-  readonly #maxLenTail: Buffer;
-  readonly #heads = new Map<string, Buffer>();
-  /** Per tick stream (`source\0symbol`): the greatest ID ms given (see the header). */
-  readonly #idMs = new Map<string, number>();
-  #lastOf = new Int32Array(64);
-  #msOf = new Float64Array(64);
+  readonly #encoding: RedisLiveEncoding;
   /** Per kind of drop: when it was last logged. */
   readonly #dropLoggedAt = new Map<string, number>();
 
@@ -222,7 +155,7 @@ export class RedisSink {
     this.#o = options;
     this.#endpoint = parseUrl(options.url);
     this.#maxInFlightBytes = options.maxInFlightBytes ?? 4 << 20;
-    this.#maxLenTail = encodeCommand(['MAXLEN', '~', options.streamMaxLen]).subarray(4);
+    this.#encoding = new RedisLiveEncoding(options.keyPrefix, options.streamMaxLen);
     const registers = [options.registry];
     this.#m = {
       written: new Counter({
@@ -354,13 +287,7 @@ export class RedisSink {
 
   /** Forgets what the sink caches for a source (idle past sourceForgetAfterMs). */
   forgetSource(source: string): void {
-    const infix = `:${source}:`;
-    for (const key of this.#heads.keys()) {
-      const at = key.indexOf(infix, key.indexOf('\n') + 1 + this.#o.keyPrefix.length);
-      if (at >= 0) this.#heads.delete(key);
-    }
-    const prefix = `${source}\u0000`;
-    for (const key of this.#idMs.keys()) if (key.startsWith(prefix)) this.#idMs.delete(key);
+    this.#encoding.forgetSource(source);
   }
 
   #barsDropped(reason: string, n: number, why: string): void {
@@ -580,93 +507,10 @@ export class RedisSink {
     });
   }
 
-  /** `*<argc>\r\n$..\r\n<NAME>\r\n$..\r\n<key>\r\n` (+ `MAXLEN ~ N`), encoded once per key. */
-  #head(key: string, argc: number, name: string, withMaxLen: boolean): Buffer {
-    const cacheKey = `${argc}\n${key}`;
-    let h = this.#heads.get(cacheKey);
-    if (!h) {
-      if (this.#heads.size >= MAX_CACHED_HEADS) this.#heads.clear();
-      const nameAndKey = encodeCommand([name, key]).subarray(4); // drops `*2\r\n`
-      h = Buffer.concat([Buffer.from(`*${argc}\r\n`), nameAndKey, ...(withMaxLen ? [this.#maxLenTail] : [])]);
-      this.#heads.set(cacheKey, h);
-    }
-    return h;
-  }
-
   #encodeTicks(b: TickBatch, started: number): Segment | null {
     const w = this.#w;
     const from = w.off;
-    const prefix = this.#o.keyPrefix;
-    const nSym = b.symbols.length;
-    const heads: Buffer[] = new Array(nSym);
-    for (let s = 0; s < nSym; s++)
-      heads[s] = this.#head(`${prefix}:ticks:${b.source}:${b.symbols[s]}`, 22, 'XADD', true);
-    if (this.#lastOf.length < nSym) {
-      this.#lastOf = new Int32Array(nSym * 2);
-      this.#msOf = new Float64Array(nSym * 2);
-    }
-    const lastOf = this.#lastOf;
-    lastOf.fill(-1, 0, nSym);
-    const msOf = this.#msOf;
-    for (let s = 0; s < nSym; s++) msOf[s] = this.#idMs.get(`${b.source}\u0000${b.symbols[s]}`) ?? 0;
-    const { seq, symbolIndex, serverTimeMsc, utcMsc, bid, ask, last, volume, volumeReal, flags } = b;
-    let bad = 0;
-    for (let i = 0; i < b.length; i++) {
-      const sym = symbolIndex[i] as number;
-      const head = heads[sym];
-      if (!head) {
-        bad++; // a symbol index outside the table: a decoder bug, not worth a broken stream
-        continue;
-      }
-      lastOf[sym] = i;
-      const utc = utcMsc[i] as number;
-      const ms = Math.max(utc, msOf[sym] as number);
-      msOf[sym] = ms;
-      w.ensure(head.length + COMMAND_TAIL_BOUND);
-      w.raw(head);
-      w.id(ms, seq[i] as number);
-      w.raw(F.b);
-      w.num(bid[i] as number);
-      w.raw(F.a);
-      w.num(ask[i] as number);
-      w.raw(F.l);
-      w.num(last[i] as number);
-      w.raw(F.v);
-      w.num(volume[i] as number);
-      w.raw(F.vr);
-      w.num(volumeReal[i] as number);
-      w.raw(F.f);
-      w.num(flags[i] as number);
-      w.raw(F.t);
-      w.num(serverTimeMsc[i] as number);
-      w.raw(F.s);
-      w.num(seq[i] as number);
-    }
-    let quotes = 0;
-    for (let s = 0; s < nSym; s++) {
-      const i = lastOf[s] as number;
-      if (i < 0) continue;
-      this.#idMs.set(`${b.source}\u0000${b.symbols[s]}`, msOf[s] as number);
-      quotes++;
-      const head = this.#head(`${prefix}:quote:${b.source}:${b.symbols[s]}`, 16, 'HSET', false);
-      w.ensure(head.length + COMMAND_TAIL_BOUND);
-      w.raw(head);
-      w.raw(F.bid);
-      w.num(bid[i] as number);
-      w.raw(F.ask);
-      w.num(ask[i] as number);
-      w.raw(F.last);
-      w.num(last[i] as number);
-      w.raw(F.time);
-      w.num(utcMsc[i] as number);
-      w.raw(F.serverTimeMsc);
-      w.num(serverTimeMsc[i] as number);
-      w.raw(F.seq);
-      w.num(seq[i] as number);
-      w.raw(F.flags);
-      w.num(flags[i] as number);
-    }
-    const ticks = b.length - bad;
+    const { ticks, quotes, bad } = this.#encoding.ticks(w, b);
     if (bad) {
       this.#queuedTicks -= bad;
       this.#m.dropped.inc(bad);
@@ -688,27 +532,7 @@ export class RedisSink {
   #encodeBars(bars: Bar[], started: number): Segment {
     const w = this.#w;
     const from = w.off;
-    const prefix = this.#o.keyPrefix;
-    for (const bar of bars) {
-      const head = this.#head(`${prefix}:bars:1m:${bar.source}:${bar.symbol}`, 20, 'XADD', true);
-      w.ensure(head.length + COMMAND_TAIL_BOUND);
-      w.raw(head);
-      w.id(bar.startMs, bar.lastSeq);
-      w.raw(F.o);
-      w.num(bar.open);
-      w.raw(F.h);
-      w.num(bar.high);
-      w.raw(F.l);
-      w.num(bar.low);
-      w.raw(F.c);
-      w.num(bar.close);
-      w.raw(F.n);
-      w.num(bar.tickCount);
-      w.raw(F.sa);
-      w.num(bar.tickCount ? bar.spreadSum / bar.tickCount : 0);
-      w.raw(F.v);
-      w.num(bar.volume);
-    }
+    this.#encoding.bars(w, bars);
     const seg = new Segment(Kind.BARS, 0, bars.length, w.off - from, 0, started);
     this.#push(seg);
     return seg;
