@@ -43,6 +43,19 @@ export interface PlanLimits {
   maxDays: number;
 }
 
+/**
+ * How many records from the head of a partition's consumed run one transaction may take: the
+ * offsets must rise. One consume call can span a re-assignment of the partition: it returns
+ * what it fetched before the loader's seek to the stored offset and then the same records again
+ * from after the seek. The first offset that does not rise ends the run; the next transaction
+ * starts below the stored offset, and the loader re-claims the partition and seeks again.
+ */
+export function risingRun(offsets: readonly number[]): number {
+  let n = offsets.length > 0 ? 1 : 0;
+  while (n < offsets.length && (offsets[n] as number) > (offsets[n - 1] as number)) n++;
+  return n;
+}
+
 export function planTicks(values: readonly Uint8Array[], limits: PlanLimits): LoadPlan {
   const plan: LoadPlan = { taken: 0, batches: [], days: [], ticks: 0, parked: [] };
   const days = new Set<number>();

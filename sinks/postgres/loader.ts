@@ -7,7 +7,10 @@
  * seeks to the stored `next_offset`. Every transaction first locks the partition's offset row
  * (`FOR UPDATE`) and checks the generation: a loader that lost the partition in a rebalance
  * finds another generation, rolls back and drops the partition. Messages below the stored
- * offset are skipped (already loaded). Kafka's own group offsets are never used. Partitions
+ * offset are skipped (already loaded). Kafka's own group offsets are never used. A transaction
+ * loads a run of rising offsets that starts at or past the stored offset (checked under the
+ * lock): records a consume call returns twice, because it spanned a re-assignment and the seek
+ * that follows it, are loaded once (`ticks` has no unique key to catch a repeat). Partitions
  * load side by side, one transaction each at a time, as many at once as the pool has connections.
  *
  * Log binding (log-binding.ts): each offset row holds the topic id of the log it counts in; an
@@ -40,7 +43,7 @@ import {
 } from '../../codecs/kafka-client.js';
 import { CopyEncoder } from '../../codecs/pg-copy.js';
 import { allocTickBatch } from '../../codecs/tick-batch.js';
-import { DAY_MS, type LoadPlan, type Parked, planTicks } from './load-plan.js';
+import { DAY_MS, type LoadPlan, type Parked, planTicks, risingRun } from './load-plan.js';
 import { type Binding, checkBinding, readLogStates } from './log-binding.js';
 import { migrate, quoteIdent } from './migrate.js';
 
@@ -250,6 +253,11 @@ export class PostgresLoader {
         name: 'tickstream_loader_parked_ticks_total',
         help: 'Ticks set aside in ticks_parked instead of ticks, by kind',
         labelNames: ['kind'],
+        registers,
+      }),
+      repeated: new Counter({
+        name: 'tickstream_loader_repeated_runs_total',
+        help: 'Times a consume call returned records again from before a seek (a re-assignment): each is loaded once, then the partition seeks to its stored offset again',
         registers,
       }),
       partitionsDropped: new Counter({
@@ -540,8 +548,12 @@ export class PostgresLoader {
         }),
       );
       for (const m of messages) {
-        const owned = this.#owned.get(`${m.topic}:${m.partition}`);
-        if (owned?.state === 'ready') owned.pending.push(m);
+        const key = `${m.topic}:${m.partition}`;
+        const owned = this.#owned.get(key);
+        if (owned?.state !== 'ready') continue;
+        const prev = owned.pending.at(-1);
+        if (prev && m.offset <= prev.offset) this.#repeated(key, prev, m);
+        owned.pending.push(m);
       }
       const now = Date.now();
       const due = [...this.#owned].filter(
@@ -567,6 +579,19 @@ export class PostgresLoader {
     }
   }
 
+  /**
+   * A consume call that spanned a re-assignment returns what it fetched before the seek to the
+   * stored offset, then the same records again. They stay queued: a transaction takes only the
+   * rising run (risingRun), and the next one, starting below the stored offset, re-seeks.
+   */
+  #repeated(key: string, prev: Message, m: Message): void {
+    this.#m.repeated.inc();
+    this.#o.logger.info(
+      { partition: key, offset: m.offset, after: prev.offset },
+      'records came again from before a seek (a consume call spanned a re-assignment): each is loaded once, then the partition seeks to its stored offset again',
+    );
+  }
+
   #consumeError(err: RdKafka.LibrdKafkaError): void {
     this.#m.errors.inc({ kind: 'consume' });
     // The same error comes back on every poll while it lasts: said once per code and 10 s.
@@ -582,15 +607,19 @@ export class PostgresLoader {
   /** One transaction over the partition's pending records, and what follows from its outcome. */
   async #load(key: string, owned: Owned): Promise<void> {
     const take = owned.singly > 0 ? 1 : this.#perCall;
-    const batch = owned.pending.slice(0, take);
+    const head = owned.pending.slice(0, take);
+    const batch = head.slice(0, risingRun(head.map((m) => m.offset)));
     const outcome = await this.#transaction(key, owned, batch, null);
+    // A rebalance during the transaction replaced `owned`: the new one is claimed on its own.
+    const current = this.#owned.get(key) === owned;
     if (outcome.kind === 'fenced') {
       this.#m.batches.inc({ outcome: 'fenced' });
       this.#o.logger.warn({ partition: key }, 'loader fenced: another loader owns this partition now');
-      this.#forget(key);
+      if (current) this.#forget(key);
       return;
     }
     if (outcome.kind === 'recheck') {
+      if (!current) return;
       owned.state = 'claiming';
       owned.pending = [];
       await this.#claim([key]);
@@ -639,7 +668,7 @@ export class PostgresLoader {
       owned.pending.splice(0, 1);
       if (owned.singly > 0) owned.singly--;
       this.#succeeded(key, owned);
-    } else if (parked.kind === 'fenced') this.#forget(key);
+    } else if (parked.kind === 'fenced' && this.#owned.get(key) === owned) this.#forget(key);
   }
 
   #pauseFor(owned: Owned): void {
@@ -734,6 +763,12 @@ export class PostgresLoader {
       if (!last || last.offset < Number(row.next_offset)) {
         await client.query('rollback');
         return { kind: 'done', taken };
+      }
+      // The stored offset is the only word on what is loaded: a run that starts below it would
+      // load some records twice. Seek to it again instead.
+      if ((mine[0] as Message).offset < Number(row.next_offset)) {
+        await client.query('rollback');
+        return { kind: 'recheck' };
       }
       let rows = 0;
       let parked: Parked[] = [];

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { TickRecordEncoder } from '../../codecs/flat-record.js';
 import { allocTickBatch } from '../../codecs/tick-batch.js';
-import { DAY_MS, planTicks } from '../../sinks/postgres/load-plan.js';
+import { DAY_MS, planTicks, risingRun } from '../../sinks/postgres/load-plan.js';
 import { checkBinding } from '../../sinks/postgres/log-binding.js';
 
 const log = { topicId: 'T2', low: 100, high: 500 };
@@ -92,5 +92,19 @@ describe('planTicks', () => {
     const plan = planTicks([Uint8Array.from([1, 2, 3])], limits);
     expect(plan.parked).toEqual([expect.objectContaining({ kind: 'undecodable' })]);
     expect(plan.taken).toBe(1);
+  });
+});
+
+describe('risingRun', () => {
+  it('takes the records while offsets rise, gaps (transaction markers) included', () => {
+    expect(risingRun([])).toBe(0);
+    expect(risingRun([7])).toBe(1);
+    expect(risingRun([10, 11, 13, 14])).toBe(4);
+  });
+
+  it('stops where a consume call spanning a re-assignment repeats what it fetched before the seek', () => {
+    // Fetched 10..12 before the partition was revoked and assigned again, then 10.. after the seek.
+    expect(risingRun([10, 11, 12, 10, 11, 12, 13])).toBe(3);
+    expect(risingRun([10, 10])).toBe(1);
   });
 });
