@@ -390,7 +390,9 @@ export class PostgresLoader {
   /**
    * Checks each partition's stored offset against the log the broker holds now, then bumps its
    * generation and seeks to it — or blocks the partition, saying why. Retried while Kafka or
-   * Postgres does not answer.
+   * Postgres does not answer. Two claims of one partition can overlap (rebalances in quick
+   * succession, a re-check): the one that bound the newer generation wins, so the partition is
+   * never left holding an older generation, fenced by its own claim.
    */
   async #claim(keys: string[]): Promise<void> {
     if (keys.length === 0) return;
@@ -428,10 +430,14 @@ export class PostgresLoader {
               'first load of this partition: retention already deleted its start; loading from the first retained record',
             );
           }
+          if (binding.generation < owned.generation) continue;
           owned.generation = binding.generation;
           owned.nextOffset = binding.offset;
           owned.pending = [];
           await this.#seek(log.topic, log.partition, binding.offset);
+          // Revoked meanwhile (and perhaps assigned again, with a claim of its own), or claimed
+          // again by a newer claim: that one finishes the job.
+          if (this.#owned.get(key) !== owned || owned.generation !== binding.generation) continue;
           owned.state = 'ready';
           owned.paused = false;
           this.#consumer.resume([{ topic: log.topic, partition: log.partition }]);
