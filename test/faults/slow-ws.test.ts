@@ -5,7 +5,7 @@
 // (`--ws-slow-consumer-policy disconnect`), and the bridge's memory stays bounded.
 // The raw clients speak RFC 6455 by hand and share no code with the server.
 //
-// The feed is paced (`--speed 1`, 10k ticks/s): at `--speed max` a terminal hands the bridge
+// The feed is paced (`--speed 1`, RATE ticks/s): at `--speed max` a terminal hands the bridge
 // batches of up to ~65k ticks, several MB of JSON per client sent in one go, and 90 readers in one
 // test process cannot take 90 times that at the bridge's full speed: they would rightly be slow
 // consumers themselves. The readers run in worker threads for the same reason.
@@ -30,11 +30,18 @@ import {
 const READERS = 90;
 const SLOW = 10;
 /**
- * `--ws-max-backpressure-bytes`: about 0.45 s of one client's stream here. With 256 KiB a reader
- * whose thread the loaded CI machine did not run for ~0.3 s was rightly conflated; with the
- * default 1 MiB the 90 readers may hold 90 MB of it, past the phase-2 RSS allowance below.
+ * `--ws-max-backpressure-bytes`: about 0.9 s of one client's stream at RATE. A reader whose
+ * thread the loaded CI machine did not run for longer is rightly conflated: with 256 KiB at
+ * 10k ticks/s (~0.2 s) and with 512 KiB at 10k ticks/s (~0.45 s, four readers of one thread on a
+ * clean-clone run) that happened. With the default 1 MiB the 90 readers may hold 90 MB of it,
+ * past the phase-2 RSS allowance below.
  */
 const LIMIT = 512 * 1024;
+/**
+ * Ticks/s of each sim. The phases keep their tick counts (and so the bytes that fill the slow
+ * sockets) at half the rate: a reader thread may pause twice as long before it falls LIMIT behind.
+ */
+const RATE = 5000;
 const SYMBOLS = 5;
 /** Readers must have every tick this long after the sim has its last ACK. */
 const READER_LAG_MS = 10_000;
@@ -523,10 +530,10 @@ describe('slow websocket consumers, policy conflate (the default)', () => {
     try {
       // Phase 1 fills the slow sockets' kernel buffers (about 4 MB each on loopback) and then the
       // server's per-client buffers up to the limit.
-      warm = await streamToReaders(s, 'warm', 10_000, 5, 11);
+      warm = await streamToReaders(s, 'warm', RATE, 10, 11);
       rss.mark();
       // Phase 2: 11.5 MB more per client; kept for the 10 slow ones that would be 115 MB more.
-      main = await streamToReaders(s, 'main', 10_000, 10, 12);
+      main = await streamToReaders(s, 'main', RATE, 20, 12);
     } finally {
       rss.stop();
     }
@@ -604,7 +611,7 @@ describe('slow websocket consumers, policy disconnect', () => {
 
   it('readers get every tick; the slow sockets are closed with 1008 and a reason', async () => {
     const s = await startAll(names, ['--ws-slow-consumer-policy', 'disconnect'], parts);
-    const run = await streamToReaders(s, 'disc', 10_000, 6, 21);
+    const run = await streamToReaders(s, 'disc', RATE, 12, 21);
     const disconnects = await metric(s.serve.httpPort, 'tickstream_ws_slow_disconnects_total');
     const clients = await metric(s.serve.httpPort, 'tickstream_ws_clients');
     // Reading again, each slow socket drains its backlog and then meets the close frame (or,
