@@ -48,7 +48,13 @@ stamp=node_modules/.tickstream-lock.sha
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   say "installing Node dependencies (npm ci; the librdkafka build takes ~1-2 min the first time)"
-  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed (output above)."
+  # A registry that stops answering mid-download (EIDLETIMEOUT) fails one attempt, not the set-up.
+  for attempt in 1 2 3; do
+    npm ci --no-audit --no-fund --loglevel=error && break
+    ((attempt < 3)) || die "npm ci failed 3 times (output above): check that the npm registry answers."
+    say "npm ci failed (attempt $attempt of 3; output above); retrying in 10 s"
+    sleep 10
+  done
   echo "$want" >"$stamp"
 fi
 
